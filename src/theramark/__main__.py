@@ -1,0 +1,5 @@
+import sys
+
+from theramark.cli import main
+
+sys.exit(main())

@@ -1,0 +1,177 @@
+"""Atomic file writing, sidecars with provenance, and content hashes.
+
+Every output goes through these helpers so that an interrupted run never leaves a half-written file:
+data is written to a temporary file in the destination folder and renamed over the target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from theramark import __version__
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
+
+    Parameters
+    ----------
+    path : path-like
+        Final destination. Parent folders are created.
+    suffix : str, optional
+        Suffix of the temporary file (some writers pick the format from it, e.g. ``.nii.gz``).
+        Defaults to the destination's full suffix.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix is None:
+        suffix = "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (UTF-8)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, set | frozenset):
+        return sorted(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
+    """Write a mapping as indented JSON, atomically. NumPy scalars and arrays are converted."""
+    return write_text(path, json.dumps(data, indent=2, default=_json_default, allow_nan=False) + "\n")
+
+
+def write_tsv(path: str | os.PathLike, table: pd.DataFrame, index: bool = False) -> Path:
+    """Write a DataFrame as a BIDS-style TSV (tab separated, missing values as ``n/a``), atomically."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=index, na_rep="n/a", lineterminator="\n")
+    return Path(path)
+
+
+def read_tsv(path: str | os.PathLike, **kwargs: Any) -> pd.DataFrame:
+    """Read a BIDS TSV (``n/a`` means missing).
+
+    Raises
+    ------
+    BadInputError
+        If the file is missing, empty or not a well-formed table; the message names the file.
+    """
+    from theramark.errors import BadInputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"{path}: file not found")
+    try:
+        return pd.read_csv(
+            path, sep="\t", na_values=["n/a", "N/A", "NaN", "nan", ""], keep_default_na=False,
+            **kwargs,
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"{path}: not a readable tab-separated table ({exc})") from None
+
+
+def file_hash(path: str | os.PathLike, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file's content (``algorithm:hexdigest``)."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return f"{algorithm}:{digest.hexdigest()}"
+
+
+def parameter_hash(parameters: Mapping[str, Any]) -> str:
+    """Stable short hash of a parameter mapping (used to decide whether a rerun can skip a job)."""
+    text = json.dumps(parameters, sort_keys=True, default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def provenance(
+    parameters: Mapping[str, Any] | None = None,
+    inputs: Mapping[str, str | os.PathLike] | None = None,
+    hash_inputs: bool = True,
+) -> dict[str, Any]:
+    """Sidecar content every output carries: software versions, parameters and input hashes.
+
+    Parameters
+    ----------
+    parameters : mapping, optional
+        The parameters that produced the output.
+    inputs : mapping of str to path, optional
+        Named input files; their content hash is recorded when ``hash_inputs``.
+    hash_inputs : bool
+        Hash the inputs (set False for very large inputs already hashed upstream).
+    """
+    import nibabel
+    import nilearn
+    import scipy
+    import sklearn
+
+    record: dict[str, Any] = {
+        "GeneratedBy": [
+            {
+                "Name": "theramark",
+                "Version": __version__,
+                "Dependencies": {
+                    "python": platform.python_version(),
+                    "numpy": np.__version__,
+                    "scipy": scipy.__version__,
+                    "pandas": pd.__version__,
+                    "nibabel": nibabel.__version__,
+                    "nilearn": nilearn.__version__,
+                    "scikit-learn": sklearn.__version__,
+                },
+            }
+        ],
+        "Parameters": dict(parameters or {}),
+    }
+    if parameters is not None:
+        record["ParameterHash"] = parameter_hash(parameters)
+    if inputs:
+        record["Sources"] = {
+            name: {"path": str(p), **({"hash": file_hash(p)} if hash_inputs else {})}
+            for name, p in inputs.items()
+        }
+    return record

@@ -1,0 +1,43 @@
+"""Exceptions shared by every stage, mapped to the CLI's exit codes.
+
+``BadInputError`` (exit status 2) is for problems in what the user gave: a file, a column, an item, a
+value. ``AnalysisError`` (exit status 1) is for an analysis that could not be carried out on valid input
+(a model that does not converge, too few participants left after exclusions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class TheramarkError(Exception):
+    """Base class of theramark's own errors."""
+
+    exit_code = 1
+
+
+class BadInputError(TheramarkError, ValueError):
+    """The input is wrong; the message names the file, column or item and what was expected.
+
+    Parameters
+    ----------
+    message : str
+        Summary line.
+    problems : iterable of str, optional
+        One line per offending thing, so that one error reports every problem at once.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, problems: Iterable[str] | None = None):
+        self.problems = list(problems or [])
+        text = message
+        if self.problems:
+            text += "\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(text)
+
+
+class AnalysisError(TheramarkError, RuntimeError):
+    """A valid input on which the analysis could not be carried out."""
+
+    exit_code = 1

@@ -1,0 +1,177 @@
+"""The report document: sections made of text, tables and figures, written as one HTML file.
+
+A stage contributes to the report by building :class:`Section` objects from its result tables (in
+``theramark.report.sections.<stage>``); :class:`Report` orders them and writes a single
+self-contained ``report.html`` with every figure embedded as a base64 PNG, so the file can be mailed
+or archived alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from theramark import __version__
+from theramark._io import write_text
+
+
+@dataclass
+class Text:
+    """A paragraph. ``body`` is plain text unless ``raw_html`` is set (then it is inserted as is)."""
+
+    body: str
+    raw_html: bool = False
+
+    def to_html(self) -> str:
+        if self.raw_html:
+            return self.body
+        paragraphs = [p.strip() for p in self.body.split("\n\n") if p.strip()]
+        return "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
+
+
+@dataclass
+class Table:
+    """A DataFrame shown as an HTML table (floats rounded to ``digits``; long tables truncated)."""
+
+    data: pd.DataFrame
+    caption: str = ""
+    digits: int = 3
+    max_rows: int = 200
+    index: bool = False
+
+    def to_html(self) -> str:
+        frame = self.data
+        note = ""
+        if len(frame) > self.max_rows:
+            note = f"<p class='note'>Showing {self.max_rows} of {len(frame)} rows.</p>"
+            frame = frame.head(self.max_rows)
+        body = frame.to_html(
+            index=self.index, float_format=lambda v: f"{v:.{self.digits}g}" if abs(v) < 1e-3 and v != 0
+            else f"{v:.{self.digits}f}", na_rep="–", border=0, classes="data", escape=True,
+        )
+        cap = f"<figcaption>{html.escape(self.caption)}</figcaption>" if self.caption else ""
+        return f"<figure class='table'>{cap}<div class='scroll'>{body}</div>{note}</figure>"
+
+
+@dataclass
+class Figure:
+    """A matplotlib figure, embedded as PNG. The figure is closed once rendered."""
+
+    figure: object
+    caption: str = ""
+    dpi: int = 110
+    _png: bytes | None = field(default=None, repr=False)
+
+    def png(self) -> bytes:
+        if self._png is None:
+            import matplotlib.pyplot as plt
+
+            buffer = io.BytesIO()
+            self.figure.savefig(buffer, format="png", dpi=self.dpi, bbox_inches="tight")
+            plt.close(self.figure)
+            self._png = buffer.getvalue()
+        return self._png
+
+    def to_html(self) -> str:
+        data = base64.b64encode(self.png()).decode("ascii")
+        cap = f"<figcaption>{html.escape(self.caption)}</figcaption>" if self.caption else ""
+        return f"<figure><img alt='{html.escape(self.caption)}' src='data:image/png;base64,{data}'/>{cap}</figure>"
+
+
+Block = Text | Table | Figure
+
+
+@dataclass
+class Section:
+    """One report section.
+
+    Parameters
+    ----------
+    id : str
+        Anchor name (letters, digits, hyphens), unique in the report.
+    title : str
+        Heading shown to the reader.
+    blocks : list of Text, Table or Figure
+        Content in reading order.
+    order : int
+        Position in the report; lower comes first (summary 0, QC 10, scales 20, imaging 30,
+        group statistics 40, prediction 50, psychosocial 60, methods 90).
+    """
+
+    id: str
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+    order: int = 50
+
+    def add(self, block: Block) -> Section:
+        self.blocks.append(block)
+        return self
+
+    def to_html(self) -> str:
+        inner = "".join(block.to_html() for block in self.blocks)
+        return f"<section id='{html.escape(self.id)}'><h2>{html.escape(self.title)}</h2>{inner}</section>"
+
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;color:#1d2430;background:#fafbfc}
+header{background:#23395d;color:#fff;padding:1.2em 2em}header h1{margin:0;font-size:1.6em}
+header p{margin:.3em 0 0;opacity:.85}
+nav{position:sticky;top:0;background:#fff;border-bottom:1px solid #dde;padding:.5em 2em;z-index:2}
+nav a{margin-right:1.2em;color:#23395d;text-decoration:none;font-size:.92em}
+main{max-width:1100px;margin:auto;padding:1em 2em 4em}
+section{background:#fff;border:1px solid #e3e6ea;border-radius:6px;padding:1em 1.5em;margin:1.2em 0}
+h2{color:#23395d;border-bottom:2px solid #e3e6ea;padding-bottom:.3em}
+figure{margin:1em 0}figure img{max-width:100%}figcaption{font-size:.9em;color:#555;margin:.3em 0}
+table.data{border-collapse:collapse;font-size:.85em}
+table.data th,table.data td{padding:.25em .6em;border-bottom:1px solid #eee;text-align:right}
+table.data th{background:#f2f4f7}
+.scroll{overflow-x:auto}.note{font-size:.85em;color:#777}
+footer{color:#777;font-size:.8em;text-align:center;padding:2em}
+"""
+
+
+class Report:
+    """Collects sections and writes one self-contained HTML file.
+
+    Parameters
+    ----------
+    title : str
+        Title at the top of the page.
+    subtitle : str, optional
+        One line under the title (the dataset, for instance).
+    """
+
+    def __init__(self, title: str = "theramark report", subtitle: str = ""):
+        self.title = title
+        self.subtitle = subtitle
+        self.sections: list[Section] = []
+
+    def add(self, *sections: Section) -> Report:
+        """Add sections; a section whose ``id`` is already present replaces the old one."""
+        for section in sections:
+            self.sections = [s for s in self.sections if s.id != section.id]
+            self.sections.append(section)
+        return self
+
+    def to_html(self) -> str:
+        ordered = sorted(self.sections, key=lambda s: s.order)
+        nav = "".join(f"<a href='#{html.escape(s.id)}'>{html.escape(s.title)}</a>" for s in ordered)
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        return (
+            "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head><body>"
+            f"<header><h1>{html.escape(self.title)}</h1><p>{html.escape(self.subtitle)}</p></header>"
+            f"<nav>{nav}</nav><main>{''.join(s.to_html() for s in ordered)}</main>"
+            f"<footer>Generated by theramark {__version__} on {stamp}.</footer></body></html>"
+        )
+
+    def write(self, path: str | os.PathLike) -> Path:
+        """Write the report atomically and return its path."""
+        return write_text(path, self.to_html())
