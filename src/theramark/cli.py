@@ -24,7 +24,6 @@ _COMMAND_MODULES = (
     "theramark.study.commands",
     "theramark.scales.commands",
     "theramark.psychosocial.commands",
-    "theramark.realtime.commands",
 )
 
 

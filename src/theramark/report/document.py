@@ -82,7 +82,8 @@ class Figure:
     def to_html(self) -> str:
         data = base64.b64encode(self.png()).decode("ascii")
         cap = f"<figcaption>{html.escape(self.caption)}</figcaption>" if self.caption else ""
-        return f"<figure><img alt='{html.escape(self.caption)}' src='data:image/png;base64,{data}'/>{cap}</figure>"
+        alt = html.escape(self.caption)
+        return f"<figure><img alt='{alt}' src='data:image/png;base64,{data}'/>{cap}</figure>"
 
 
 Block = Text | Table | Figure
@@ -163,7 +164,7 @@ class Report:
     def to_html(self) -> str:
         ordered = sorted(self.sections, key=lambda s: s.order)
         nav = "".join(f"<a href='#{html.escape(s.id)}'>{html.escape(s.title)}</a>" for s in ordered)
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         return (
             "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head><body>"

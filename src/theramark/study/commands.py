@@ -1,0 +1,33 @@
+"""``theramark validate BIDS_DIR``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from theramark.study.validate import ERROR, format_problems, validate_study
+
+
+def _validate(args: argparse.Namespace) -> int:
+    table = validate_study(args.bids_dir, args.fmriprep_dir, check_data=not args.quick)
+    print(format_problems(table, root=Path(args.bids_dir)))
+    if args.output:
+        from theramark._io import write_tsv
+
+        write_tsv(args.output, table)
+    return 2 if (table["severity"] == ERROR).any() else 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "validate", help="check a BIDS + fMRIPrep study and list every problem",
+        description="Check a BIDS dataset with fMRIPrep derivatives and list every problem with "
+        "its path. Exit status 2 when there are errors, 0 when there are only warnings.",
+    )
+    parser.add_argument("bids_dir", type=Path, help="BIDS dataset root")
+    parser.add_argument("--fmriprep-dir", type=Path, default=None,
+                        help="fMRIPrep derivatives (default: BIDS_DIR/derivatives/fmriprep)")
+    parser.add_argument("--quick", action="store_true",
+                        help="read image headers only (skip the full-file integrity check)")
+    parser.add_argument("-o", "--output", type=Path, default=None, help="also write the table as TSV")
+    parser.set_defaults(func=_validate)

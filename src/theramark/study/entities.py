@@ -1,0 +1,57 @@
+"""BIDS file names: parsing entities and building derivative names."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+# Entity order of the BIDS specification (subset theramark reads and writes).
+ENTITY_ORDER = (
+    "sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo", "space", "res", "den",
+    "seg", "label", "meas", "desc",
+)
+_ENTITY = re.compile(r"^([a-zA-Z]+)-([a-zA-Z0-9+]+)$")
+
+
+def parse_entities(path: str | Path) -> dict[str, str]:
+    """Entities and suffix/extension of a BIDS file name.
+
+    Returns a dict of ``entity -> label`` plus ``suffix`` and ``extension`` (with the dot, e.g.
+    ``.nii.gz``). Parts that are not ``key-value`` pairs are ignored.
+
+    Examples
+    --------
+    >>> parse_entities("sub-01_ses-pre_task-rest_desc-confounds_timeseries.tsv")["desc"]
+    'confounds'
+    """
+    name = Path(path).name
+    stem, dot, rest = name.partition(".")
+    extension = dot + rest if dot else ""
+    parts = stem.split("_")
+    result: dict[str, str] = {}
+    for part in parts[:-1]:
+        match = _ENTITY.match(part)
+        if match:
+            result[match.group(1)] = match.group(2)
+    last = parts[-1]
+    if _ENTITY.match(last):
+        result[_ENTITY.match(last).group(1)] = _ENTITY.match(last).group(2)
+        result["suffix"] = ""
+    else:
+        result["suffix"] = last
+    result["extension"] = extension
+    return result
+
+
+def build_name(entities: dict[str, str | int | None], suffix: str, extension: str) -> str:
+    """A BIDS file name from entities (in specification order), a suffix and an extension."""
+    parts = [f"{key}-{entities[key]}" for key in ENTITY_ORDER if entities.get(key) not in (None, "")]
+    return "_".join([*parts, suffix]) + extension
+
+
+def strip_prefix(label: str | None, prefix: str) -> str | None:
+    """``ses-pre`` → ``pre`` (labels are accepted with or without their prefix)."""
+    if label is None:
+        return None
+    label = str(label)
+    return label[len(prefix) + 1:] if label.startswith(prefix + "-") else label
