@@ -49,7 +49,8 @@ def test_real_fmriprep_confounds_new_and_old_naming(tmp_path: Path):
     # a second participant whose fMRIPrep (< 1.2) wrote desc-confounds_regressors.tsv
     paths = write_run(root, "02", "pre", "rest", 30, t_r=1.2)
     paths["confounds"].unlink()
-    shutil.copyfile(old, paths["confounds"].with_name("sub-02_ses-pre_task-rest_desc-confounds_regressors.tsv"))
+    old_name = paths["confounds"].with_name("sub-02_ses-pre_task-rest_desc-confounds_regressors.tsv")
+    shutil.copyfile(old, old_name)
     pd.DataFrame({"participant_id": ["sub-01", "sub-02"]}).to_csv(
         root / "participants.tsv", sep="\t", index=False)
     runs = discover_runs(root)
@@ -59,7 +60,7 @@ def test_real_fmriprep_confounds_new_and_old_naming(tmp_path: Path):
     assert all(r.t_r == 1.2 for r in runs)
     assert validate_study(root).empty
     # the real 40-row table against a 30-volume run is caught and named
-    shutil.copyfile(new, paths["confounds"].with_name("sub-02_ses-pre_task-rest_desc-confounds_regressors.tsv"))
+    shutil.copyfile(new, old_name)
     table = validate_study(root)
     assert list(table.message) == ["40 rows but the BOLD has 30 volumes"]
     assert table.path[0].endswith("sub-02_ses-pre_task-rest_desc-confounds_regressors.tsv")
