@@ -1,0 +1,1 @@
+"""Ratio benchmarks against anchor libraries (nilearn, bctpy, pingouin, statsmodels), one process each."""
