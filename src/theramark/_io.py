@@ -79,9 +79,26 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
+def _finite_or_none(obj: Any) -> Any:
+    """Replace non-finite floats by None (JSON has no NaN) in nested containers."""
+    if isinstance(obj, float | np.floating):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {key: _finite_or_none(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite_or_none(value) for value in obj]
+    if isinstance(obj, np.ndarray):
+        return _finite_or_none(obj.tolist())
+    return obj
+
+
 def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
-    """Write a mapping as indented JSON, atomically. NumPy scalars and arrays are converted."""
-    return write_text(path, json.dumps(data, indent=2, default=_json_default, allow_nan=False) + "\n")
+    """Write a mapping as indented JSON, atomically.
+
+    NumPy scalars and arrays are converted; NaN and infinities become ``null``.
+    """
+    text = json.dumps(_finite_or_none(data), indent=2, default=_json_default, allow_nan=False)
+    return write_text(path, text + "\n")
 
 
 def write_tsv(path: str | os.PathLike, table: pd.DataFrame, index: bool = False) -> Path:
