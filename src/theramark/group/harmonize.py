@@ -1,0 +1,394 @@
+"""ComBat harmonization of site (scanner) effects that keeps the biological covariates.
+
+ComBat (Johnson, Li & Rabinovic 2007, Biostatistics 8:118; Fortin et al. 2017/2018 for imaging) models
+every feature ``v`` of sample ``j`` at site ``i`` as
+
+    y_ijv = alpha_v + X_ij beta_v + gamma_iv + delta_iv * e_ijv,    e_ijv ~ N(0, sigma_v**2),
+
+estimates ``alpha``, ``beta`` and the site means by OLS on the full design (sites one-hot + the
+covariates to preserve), standardizes the data, and shrinks the per-site location ``gamma_iv`` and
+scale ``delta_iv**2`` toward priors shared by all features (empirical Bayes: parametric
+normal/inverse-gamma priors solved iteratively, or a non-parametric prior that weights the other
+features' estimates by their likelihood). The harmonized value removes the site location and scale
+and adds back the covariate effects, so group, session, age and sex differences survive.
+
+:class:`ComBat` follows neuroCombat's estimator step by step (same priors, same iteration and stopping
+rule), so on the data it was fitted to ``fit(...).transform(...)`` reproduces ``neuroCombat`` to
+rounding. As a scikit-learn style estimator it can be fitted on one subset (controls, baseline
+sessions, a training fold) and applied to another; a site absent from the fit is an error, never a
+silent pass-through. With ``ref_site`` the reference site's data are left unchanged and the others
+are mapped onto it.
+
+:class:`LongitudinalComBat` replaces the OLS step by a linear mixed model with a random intercept per
+participant (longComBat, Beer et al. 2020, NeuroImage 220:117129): see its docstring for the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from theramark.errors import BadInputError
+
+__all__ = ["ComBat", "LongitudinalComBat"]
+
+
+def _as_2d(data, name: str = "data") -> tuple[np.ndarray, list[str] | None, pd.Index | None]:
+    if isinstance(data, pd.DataFrame):
+        non_numeric = [c for c in data.columns if not pd.api.types.is_numeric_dtype(data[c])]
+        if non_numeric:
+            raise BadInputError(f"ComBat {name}: non-numeric feature column(s) {non_numeric[:5]}")
+        return data.to_numpy(float), list(map(str, data.columns)), data.index
+    array = np.asarray(data, dtype=float)
+    if array.ndim != 2:
+        raise BadInputError(f"ComBat {name}: expected (n_samples, n_features), got {array.shape}")
+    return array, None, None
+
+
+class ComBat:
+    """ComBat harmonization (parametric or non-parametric empirical Bayes).
+
+    Parameters
+    ----------
+    parametric : bool
+        Parametric priors (normal for the location, inverse gamma for the scale) or the
+        non-parametric prior of Johnson et al.
+    empirical_bayes : bool
+        Shrink the site estimates (``False``: plain location/scale adjustment per feature).
+    mean_only : bool
+        Adjust the site means only (no scaling).
+    ref_site : str, optional
+        Reference site: its data stay as they are; the others are mapped onto it.
+    categorical : sequence of str, optional
+        Covariate columns to treat as categorical. By default non-numeric columns are categorical
+        (dummy coded, first sorted level dropped, as neuroCombat) and numeric ones continuous.
+    tol : float
+        Relative change at which the parametric iteration stops (neuroCombat's ``conv``).
+
+    Attributes
+    ----------
+    sites_ : ndarray of str
+        Sites seen in fitting (sorted).
+    gamma_star_, delta_star_ : ndarray (n_sites, n_features)
+        Shrunken site locations and scales (standardized units).
+    var_pooled_ : ndarray (n_features,)
+    grand_mean_ : ndarray (n_features,)
+    beta_covariates_ : ndarray (n_covariate_columns, n_features)
+
+    Examples
+    --------
+    >>> model = ComBat().fit(train, sites_train, covars_train)      # doctest: +SKIP
+    >>> harmonized_test = model.transform(test, sites_test, covars_test)  # doctest: +SKIP
+    """
+
+    def __init__(self, parametric: bool = True, empirical_bayes: bool = True,
+                 mean_only: bool = False, ref_site: str | None = None,
+                 categorical: Sequence[str] | None = None, tol: float = 1e-4,
+                 max_iter: int = 1000):
+        self.parametric = parametric
+        self.empirical_bayes = empirical_bayes
+        self.mean_only = mean_only
+        self.ref_site = ref_site
+        self.categorical = categorical
+        self.tol = tol
+        self.max_iter = max_iter
+
+    # --- design -----------------------------------------------------------------------------------
+    def _covariate_columns(self, covariates: pd.DataFrame | None, n: int, fitting: bool
+                           ) -> np.ndarray:
+        if covariates is None:
+            if fitting:
+                self.covariate_spec_ = []
+            elif self.covariate_spec_:
+                raise BadInputError("ComBat.transform: the model was fitted with covariates "
+                                    f"{[c for c, _ in self.covariate_spec_]}; pass them")
+            return np.zeros((n, 0))
+        if not isinstance(covariates, pd.DataFrame):
+            raise BadInputError("ComBat: covariates must be a DataFrame (one column per covariate)")
+        if len(covariates) != n:
+            raise BadInputError(f"ComBat: covariates have {len(covariates)} rows, data {n}")
+        if fitting:
+            categorical = set(self.categorical) if self.categorical is not None else {
+                c for c in covariates.columns
+                if not pd.api.types.is_numeric_dtype(covariates[c])
+                or pd.api.types.is_bool_dtype(covariates[c])}
+            spec = []
+            for column in covariates.columns:
+                if column in categorical:
+                    levels = sorted(covariates[column].dropna().astype(str).unique())
+                    spec.append((column, levels))
+                else:
+                    spec.append((column, None))
+            self.covariate_spec_ = spec
+        blocks = []
+        for column, levels in self.covariate_spec_:
+            if column not in covariates:
+                raise BadInputError(f"ComBat: covariate column '{column}' missing")
+            values = covariates[column]
+            if values.isna().any():
+                raise BadInputError(f"ComBat: covariate '{column}' has missing values "
+                                    f"(rows {list(np.flatnonzero(values.isna())[:5])})")
+            if levels is None:
+                try:
+                    blocks.append(values.to_numpy(float)[:, None])
+                except (TypeError, ValueError):
+                    raise BadInputError(f"ComBat: covariate '{column}' is not numeric") from None
+            else:
+                text = values.astype(str).to_numpy()
+                unknown = sorted(set(text) - set(levels))
+                if unknown:
+                    raise BadInputError(f"ComBat: covariate '{column}' has level(s) {unknown} "
+                                        f"not seen in fitting ({levels})")
+                blocks.append(np.column_stack([(text == lev).astype(float) for lev in levels[1:]])
+                              if len(levels) > 1 else np.zeros((n, 0)))
+        return np.hstack(blocks) if blocks else np.zeros((n, 0))
+
+    def _site_index(self, sites, n: int, fitting: bool) -> np.ndarray:
+        sites = np.asarray(sites).astype(str)
+        if sites.shape != (n,):
+            raise BadInputError(f"ComBat: sites must have one label per sample ({n}), "
+                                f"got shape {sites.shape}")
+        if fitting:
+            self.sites_, index, counts = np.unique(sites, return_inverse=True, return_counts=True)
+            small = self.sites_[counts < 2]
+            if len(small):
+                raise BadInputError(f"ComBat: site(s) {list(small)} have fewer than 2 samples; "
+                                    "a site's scale cannot be estimated")
+            if self.ref_site is not None and str(self.ref_site) not in self.sites_:
+                raise BadInputError(f"ComBat: ref_site '{self.ref_site}' not among the sites "
+                                    f"{list(self.sites_)}")
+            return index
+        unknown = sorted(set(sites) - set(self.sites_))
+        if unknown:
+            raise BadInputError(
+                f"ComBat.transform: site(s) {unknown} were not seen in fitting (fitted sites: "
+                f"{list(self.sites_)}); refit including them or harmonize them separately"
+            )
+        return np.searchsorted(self.sites_, sites)
+
+    # --- fitting ----------------------------------------------------------------------------------
+    def _fit_location(self, data, site_index, covs, participants=None):
+        """B_hat (n_sites + n_cov, F) and the pooled variance; OLS here (LMM in the subclass)."""
+        n_sites = len(self.sites_)
+        design = np.hstack([np.eye(n_sites)[site_index], covs])
+        if self.ref_site is not None:
+            design[:, self._ref] = 1.0
+        if np.linalg.matrix_rank(design) < design.shape[1]:
+            raise BadInputError("ComBat: the covariates are confounded with site (the design "
+                                "is rank deficient); drop the covariate or the site")
+        b_hat = np.linalg.solve(design.T @ design, design.T @ data)
+        resid = data - design @ b_hat
+        rows = site_index == self._ref if self.ref_site is not None else slice(None)
+        var_pooled = np.mean(resid[rows] ** 2, axis=0)
+        return b_hat, var_pooled
+
+    def fit(self, data, sites, covariates: pd.DataFrame | None = None, participants=None):
+        """Estimate the site effects.
+
+        Parameters
+        ----------
+        data : array or DataFrame, shape (n_samples, n_features)
+            Features to harmonize (no missing values).
+        sites : array-like of str, shape (n_samples,)
+        covariates : DataFrame, shape (n_samples, n_covariates), optional
+            Biological covariates to preserve (group, session, age, sex...).
+        """
+        x, self.feature_names_, _ = _as_2d(data)
+        if not np.isfinite(x).all():
+            bad = np.flatnonzero(~np.isfinite(x).all(axis=0))[:5]
+            raise BadInputError(f"ComBat: data have missing or infinite values in feature "
+                                f"column(s) {list(bad)}; impute or drop them first")
+        n = x.shape[0]
+        site_index = self._site_index(sites, n, fitting=True)
+        self._ref = (int(np.flatnonzero(self.sites_ == str(self.ref_site))[0])
+                     if self.ref_site is not None else None)
+        covs = self._covariate_columns(covariates, n, fitting=True)
+        n_sites = len(self.sites_)
+        b_hat, var_pooled = self._fit_location(x, site_index, covs, participants)
+        counts = np.bincount(site_index, minlength=n_sites)
+        if self._ref is not None:
+            grand_mean = b_hat[self._ref]
+        else:
+            grand_mean = (counts / n) @ b_hat[:n_sites]
+        constant = var_pooled == 0
+        if constant.any():
+            # a feature constant within every site carries no site scale to estimate
+            var_pooled = np.where(constant, 1.0, var_pooled)
+        self.constant_features_ = constant
+        self.grand_mean_ = grand_mean
+        self.beta_covariates_ = b_hat[n_sites:]
+        self.var_pooled_ = var_pooled
+        standardized = (x - grand_mean - covs @ self.beta_covariates_) / np.sqrt(var_pooled)
+        self._estimate_site_effects(standardized, site_index)
+        self._fit_data = (x, site_index)
+        return self
+
+    def _estimate_site_effects(self, s_data: np.ndarray, site_index: np.ndarray) -> None:
+        n_sites = len(self.sites_)
+        batch = np.eye(n_sites)[site_index]
+        if self._ref is not None:
+            batch[:, self._ref] = 1.0
+        gamma_hat = np.linalg.solve(batch.T @ batch, batch.T @ s_data)
+        delta_hat = np.ones_like(gamma_hat)
+        if not self.mean_only:
+            for i in range(n_sites):
+                delta_hat[i] = np.var(s_data[site_index == i], axis=0, ddof=1)
+            delta_hat[delta_hat == 0] = 1.0
+        if not self.empirical_bayes:
+            gamma_star, delta_star = gamma_hat, delta_hat
+        elif self.parametric:
+            gamma_star, delta_star = self._parametric(s_data, site_index, gamma_hat, delta_hat)
+        else:
+            gamma_star, delta_star = self._nonparametric(s_data, site_index, gamma_hat, delta_hat)
+        gamma_star = np.array(gamma_star, float)
+        delta_star = np.array(delta_star, float)
+        if self._ref is not None:
+            gamma_star[self._ref] = 0.0
+            delta_star[self._ref] = 1.0
+        self.gamma_hat_, self.delta_hat_ = gamma_hat, delta_hat
+        self.gamma_star_, self.delta_star_ = gamma_star, delta_star
+
+    def _parametric(self, s_data, site_index, gamma_hat, delta_hat):
+        gamma_bar = gamma_hat.mean(axis=1)
+        t2 = gamma_hat.var(axis=1, ddof=1)
+        gamma_star = np.empty_like(gamma_hat)
+        delta_star = np.ones_like(delta_hat)
+        for i in range(len(self.sites_)):
+            block = s_data[site_index == i]
+            n = block.shape[0]
+            if i == self._ref:
+                gamma_star[i], delta_star[i] = 0.0, 1.0  # the reference site is not adjusted
+                continue
+            if self.mean_only:
+                gamma_star[i] = (t2[i] * gamma_hat[i] + gamma_bar[i]) / (t2[i] + 1.0)
+                continue
+            m, s2 = delta_hat[i].mean(), delta_hat[i].var(ddof=1)
+            a_prior = (2 * s2 + m**2) / s2
+            b_prior = (m * s2 + m**3) / s2
+            g_old, d_old = gamma_hat[i].copy(), delta_hat[i].copy()
+            for _ in range(self.max_iter):
+                g_new = (t2[i] * n * gamma_hat[i] + d_old * gamma_bar[i]) / (t2[i] * n + d_old)
+                sum2 = ((block - g_new) ** 2).sum(axis=0)
+                d_new = (0.5 * sum2 + b_prior) / (n / 2.0 + a_prior - 1.0)
+                # signed denominator as in sva's it.sol and neuroCombat, so results agree
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    change = max(np.max(np.abs(g_new - g_old) / g_old),
+                                 np.max(np.abs(d_new - d_old) / d_old))
+                g_old, d_old = g_new, d_new
+                if change <= self.tol:
+                    break
+            gamma_star[i], delta_star[i] = g_new, d_new
+        return gamma_star, delta_star
+
+    def _nonparametric(self, s_data, site_index, gamma_hat, delta_hat, chunk: int = 2048):
+        """Each feature's posterior mean over the other features' (gamma, delta), likelihood-weighted.
+
+        Vectorized as in Johnson et al.'s ``int.eprior``: for a site with ``n`` samples the Gaussian
+        likelihood of feature ``v``'s data under feature ``u``'s estimates uses
+        ``sum_k (x_kv - g_u)**2 = S2_v - 2 g_u S1_v + n g_u**2``; weights are computed in log space
+        so that large sites do not underflow.
+        """
+        n_features = s_data.shape[1]
+        gamma_star = np.empty_like(gamma_hat)
+        delta_star = np.empty_like(delta_hat)
+        for i in range(len(self.sites_)):
+            block = s_data[site_index == i]
+            n = block.shape[0]
+            g, d = gamma_hat[i], delta_hat[i]
+            s1, s2 = block.sum(axis=0), (block**2).sum(axis=0)
+            for start in range(0, n_features, chunk):
+                rows = slice(start, min(start + chunk, n_features))
+                sum2 = s2[rows, None] - 2 * s1[rows, None] * g[None] + n * g[None] ** 2
+                log_lh = -0.5 * n * np.log(2 * np.pi * d)[None] - sum2 / (2 * d[None])
+                idx = np.arange(rows.start, rows.stop)
+                log_lh[idx - start, idx] = -np.inf  # leave the feature itself out
+                log_lh -= log_lh.max(axis=1, keepdims=True)
+                weight = np.exp(log_lh)
+                total = weight.sum(axis=1)
+                gamma_star[i, rows] = weight @ g / total
+                delta_star[i, rows] = weight @ d / total
+        return gamma_star, delta_star
+
+    # --- applying ---------------------------------------------------------------------------------
+    def transform(self, data, sites, covariates: pd.DataFrame | None = None, participants=None):
+        """Remove the fitted site effects from ``data`` (same features as in fitting).
+
+        Returns
+        -------
+        array or DataFrame (same type, shape and labels as ``data``)
+
+        Raises
+        ------
+        BadInputError
+            A site or covariate level not seen in fitting, or a feature mismatch.
+        """
+        if not hasattr(self, "gamma_star_"):
+            raise BadInputError("ComBat.transform: call fit first")
+        x, names, index = _as_2d(data)
+        if x.shape[1] != len(self.var_pooled_):
+            raise BadInputError(f"ComBat.transform: {x.shape[1]} features, fitted on "
+                                f"{len(self.var_pooled_)}")
+        if names is not None and self.feature_names_ is not None and names != self.feature_names_:
+            raise BadInputError("ComBat.transform: feature columns differ from those fitted")
+        n = x.shape[0]
+        site_index = self._site_index(sites, n, fitting=False)
+        covs = self._covariate_columns(covariates, n, fitting=False)
+        mod_mean = covs @ self.beta_covariates_
+        scale = np.sqrt(self.var_pooled_)
+        standardized = (x - self.grand_mean_ - mod_mean) / scale
+        adjusted = ((standardized - self.gamma_star_[site_index])
+                    / np.sqrt(self.delta_star_[site_index]))
+        out = adjusted * scale + self.grand_mean_ + mod_mean
+        if self._ref is not None:
+            ref_rows = site_index == self._ref
+            out[ref_rows] = x[ref_rows]
+        out[:, self.constant_features_] = x[:, self.constant_features_]
+        if index is not None:
+            return pd.DataFrame(out, index=index, columns=data.columns)
+        return out
+
+    def fit_transform(self, data, sites, covariates: pd.DataFrame | None = None,
+                      participants=None):
+        """``fit`` then ``transform`` on the same samples."""
+        return self.fit(data, sites, covariates, participants).transform(
+            data, sites, covariates, participants)
+
+
+class LongitudinalComBat(ComBat):
+    """ComBat for repeated measures: the location model has a random intercept per participant.
+
+    Model (per feature ``v``; longComBat, Beer et al. 2020)::
+
+        y_ijtv = alpha_v + X_ijt beta_v + gamma_iv + eta_jv + delta_iv * e_ijtv,
+        eta_jv ~ N(0, tau_v**2),  e_ijtv ~ N(0, sigma_v**2)
+
+    for participant ``j`` scanned at site ``i`` at time ``t``. ``alpha``, ``beta`` and the site
+    means are the REML fixed effects of the random-intercept model (the same REML engine as
+    :func:`theramark.group.longitudinal.mixed_model`); the data are standardized by the residual
+    SD ``sigma_v`` (not the total SD, so the participant effects ``eta`` stay in the data and are
+    preserved), and the site location and scale are then shrunk with the same empirical Bayes
+    priors as :class:`ComBat`. Participants may change site between sessions.
+
+    ``fit``/``transform`` take ``participants`` (one label per sample) in addition to ComBat's
+    arguments.
+    """
+
+    def _fit_location(self, data, site_index, covs, participants=None):
+        from theramark.group import _reml
+
+        if participants is None:
+            raise BadInputError("LongitudinalComBat.fit: pass participants (one label per sample)")
+        participants = np.asarray(participants).astype(str)
+        if participants.shape != (data.shape[0],):
+            raise BadInputError("LongitudinalComBat.fit: participants must have one label per "
+                                "sample")
+        n_sites = len(self.sites_)
+        design = np.hstack([np.eye(n_sites)[site_index], covs])
+        if self.ref_site is not None:
+            design[:, self._ref] = 1.0
+        if np.linalg.matrix_rank(design) < design.shape[1]:
+            raise BadInputError("LongitudinalComBat: the covariates are confounded with site")
+        fit = _reml.fit_reml(_reml.sufficient_stats(design, data, participants))
+        return fit.beta.T, fit.sigma2

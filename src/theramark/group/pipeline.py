@@ -1,0 +1,316 @@
+"""The group-statistics stage: features table → ComBat → group × time models → normalization → links.
+
+:func:`group_step` is what ``theramark run ... group`` calls after the scales stage (see
+docs/contracts.md, "Group step API"). Settings come from the ``[harmonize]`` and ``[longitudinal]``
+tables of ``study.toml`` (defaults in :data:`HARMONIZE_DEFAULTS`, :data:`LONGITUDINAL_DEFAULTS`).
+
+Outputs (``OUT_DIR/group/``): ``features.parquet`` (+ ``features.tsv`` for small studies),
+``stats/group_time.tsv`` (every feature × arm: estimate, 95% CI, p, FDR q, max-T FWE p, Hedges' g),
+``stats/normalization.tsv``, ``stats/normalization_contrast.tsv``, ``stats/links.tsv``,
+``stats/nbs_components.tsv`` and ``stats/nbs_edges.tsv``, each with a JSON sidecar.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from theramark._io import provenance, write_json, write_tsv
+from theramark.config import section
+from theramark.errors import AnalysisError, BadInputError
+from theramark.group.features import (
+    build_features,
+    session_table,
+    split_feature_key,
+    wide_features,
+    write_features,
+)
+
+HARMONIZE_DEFAULTS: dict[str, Any] = {
+    "enabled": True,
+    "site_column": "site",
+    "parametric": True,
+    "empirical_bayes": True,
+    "ref_site": "",
+    # which rows estimate the site effects: "all", "controls" or "baseline"
+    "fit_on": "all",
+    # random intercept per participant (longComBat) when participants have several sessions
+    "longitudinal": True,
+    "preserve": ["group", "session", "age", "sex"],
+}
+
+LONGITUDINAL_DEFAULTS: dict[str, Any] = {
+    "measures": ["fc", "pcorr", "dfc_variability", "activation", "psc"],
+    "reference_group": "waitlist",
+    "control_group": "HC",
+    "baseline": "pre",
+    "endpoint": "post",
+    "covariates": [],
+    "change_covariates": [],
+    "method": "auto",
+    "n_permutations": 5000,
+    "alpha": 0.05,
+    "link_covariates": [],
+    "link_instruments": ["hamd17", "shaps", "bdi2"],
+    "link_method": "pearson",
+    # NBS on FC change (arm vs reference); 0 turns it off
+    "nbs_threshold": 3.0,
+    "nbs_measure": "fc",
+}
+
+
+def _read_outputs(ctx) -> pd.DataFrame:
+    if isinstance(ctx.results.get("participant_outputs"), pd.DataFrame):
+        return ctx.results["participant_outputs"]
+    try:
+        from theramark.imaging.outputs import read_participant_outputs
+    except ImportError as exc:  # the imaging stage is not installed in this build
+        raise AnalysisError(f"cannot read participant-level outputs: {exc}") from None
+    return read_participant_outputs(ctx.out_dir)
+
+
+def _harmonize(wide: pd.DataFrame, sessions: pd.DataFrame, cfg: dict, baseline: str,
+               control_group: str) -> tuple[pd.DataFrame, dict]:
+    from theramark.group.harmonize import ComBat, LongitudinalComBat
+
+    site_column = cfg["site_column"]
+    info: dict[str, Any] = {"applied": False}
+    if not cfg["enabled"] or site_column not in sessions or wide.shape[1] == 0:
+        info["reason"] = "disabled or no site column"
+        return wide, info
+    sites = sessions.loc[wide.index, site_column].astype(str)
+    if sites.nunique() < 2:
+        info["reason"] = "one site"
+        return wide, info
+    meta = sessions.loc[wide.index].reset_index()
+    preserve = [c for c in cfg["preserve"] if c in meta.columns and c != site_column]
+    complete = wide.notna().all(axis=1).to_numpy() & meta[preserve].notna().all(axis=1).to_numpy()
+    fit_rows = complete.copy()
+    if cfg["fit_on"] == "controls" and "group" in meta:
+        fit_rows &= (meta["group"].astype(str) == control_group).to_numpy()
+    elif cfg["fit_on"] == "baseline":
+        fit_rows &= (meta["session"].astype(str) == baseline).to_numpy()
+    elif cfg["fit_on"] != "all":
+        raise BadInputError(f"[harmonize] fit_on must be all, controls or baseline, got "
+                            f"'{cfg['fit_on']}'")
+    # a covariate constant where the model is fitted cannot be estimated there
+    preserve = [c for c in preserve if meta.loc[fit_rows, c].astype(str).nunique() > 1]
+    covars = meta[preserve].copy()
+    for column in covars:
+        if not pd.api.types.is_numeric_dtype(covars[column]):
+            covars[column] = covars[column].astype(str)
+    longitudinal = cfg["longitudinal"] and meta["participant_id"].duplicated().any()
+    model_class = LongitudinalComBat if longitudinal else ComBat
+    model = model_class(parametric=cfg["parametric"], empirical_bayes=cfg["empirical_bayes"],
+                        ref_site=cfg["ref_site"] or None, categorical=[
+                            c for c in preserve if not pd.api.types.is_numeric_dtype(covars[c])])
+    participants = meta["participant_id"].astype(str).to_numpy()
+    values = wide.to_numpy(float)
+    model.fit(values[fit_rows], sites.to_numpy()[fit_rows],
+              covars[fit_rows].reset_index(drop=True), participants[fit_rows])
+    # ComBat is an affine map per feature: fill gaps, transform, and restore the gaps
+    usable = meta[preserve].notna().all(axis=1).to_numpy() & sites.isin(model.sites_).to_numpy()
+    filled = np.where(np.isfinite(values), values, np.nanmean(values, axis=0))
+    out = values.copy()
+    out[usable] = model.transform(filled[usable], sites.to_numpy()[usable],
+                                  covars[usable].reset_index(drop=True), participants[usable])
+    out[~np.isfinite(values)] = np.nan
+    info.update(applied=True, model=model_class.__name__, sites=list(model.sites_),
+                preserved=preserve, fit_on=cfg["fit_on"], n_fit_rows=int(fit_rows.sum()))
+    return pd.DataFrame(out, index=wide.index, columns=wide.columns), info
+
+
+def _family_corrections(result: pd.DataFrame, model_table: pd.DataFrame, features: list[str],
+                        cfg: dict, random_state: int) -> pd.DataFrame:
+    """FDR within each contrast × measure family; max-T FWE on the change-score model."""
+    from theramark.group.inference import fdr_bh, max_t_permutation
+
+    result = result.copy()
+    result["measure"] = [split_feature_key(f)[0] for f in result["feature"]]
+    result["q_fdr"] = np.nan
+    result["p_fwe"] = np.nan
+    for _, index in result.groupby(["contrast", "measure"]).groups.items():
+        result.loc[index, "q_fdr"] = fdr_bh(result.loc[index, "p"].to_numpy())
+    if not cfg["n_permutations"]:
+        return result
+    baseline, endpoint = cfg["baseline"], cfg["endpoint"]
+    table = model_table.set_index(["participant_id", "session"])
+    sessions = table.index.get_level_values("session").astype(str)
+    if not {baseline, endpoint} <= set(sessions):
+        return result
+    pre = table[sessions == baseline].droplevel("session")
+    post = table[sessions == endpoint].droplevel("session")
+    ids = pre.index.intersection(post.index)
+    change = post.loc[ids, features] - pre.loc[ids, features]
+    arm = pre.loc[ids, "group"].astype(str)
+    reference = cfg["reference_group"]
+    for label in sorted(set(result["arm"])):
+        keep = arm.isin([label, reference]).to_numpy()
+        data = change.to_numpy(float)[keep]
+        cols = np.isfinite(data).all(axis=0)
+        nuisance_cols = [c for c in cfg["change_covariates"] if c in pre.columns]
+        nuisance = pd.get_dummies(pre.loc[ids[keep], nuisance_cols], drop_first=True,
+                                  dtype=float) if nuisance_cols else None
+        if nuisance is not None and nuisance.isna().any().any():
+            continue
+        in_arm = (arm[keep] == label).to_numpy(float)
+        if cols.sum() == 0 or in_arm.sum() < 2 or (1 - in_arm).sum() < 2:
+            continue
+        design = np.column_stack([in_arm, np.ones(keep.sum())])
+        perm = max_t_permutation(
+            data[:, cols], design, np.array([1.0, 0.0]), n_permutations=cfg["n_permutations"],
+            nuisance=None if nuisance is None else nuisance.to_numpy(float),
+            random_state=random_state)
+        names = np.asarray(features)[cols]
+        # the max-T family is every complete feature of this arm's change-score contrast
+        rows = (result["arm"] == label) & (result["session"].astype(str) == endpoint)
+        lookup = pd.Series(perm.p_fwe, index=names)
+        result.loc[rows, "p_fwe"] = result.loc[rows, "feature"].map(lookup).to_numpy(float)
+    return result
+
+
+def _edge_matrices(change: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, list[str]]:
+    pairs = [split_feature_key(k)[2].split("__") for k in keys]
+    nodes = sorted({n for pair in pairs for n in pair})
+    position = {n: i for i, n in enumerate(nodes)}
+    mats = np.zeros((len(change), len(nodes), len(nodes)))
+    values = change[keys].to_numpy(float)
+    for j, (a, b) in enumerate(pairs):
+        mats[:, position[a], position[b]] = values[:, j]
+        mats[:, position[b], position[a]] = values[:, j]
+    return mats, nodes
+
+
+def group_step(ctx) -> list:
+    """Run the group statistics of a study and return its report sections.
+
+    Reads the participant-level outputs of ``ctx.out_dir``, the participants table and the scored
+    scales (``ctx.results["scores"]``, ``ctx.results["outcomes"]``); writes the features table
+    and ``group/stats/*.tsv``; stores the tables in ``ctx.results["group_stats"]`` (and the
+    features table in ``ctx.results["features"]``).
+    """
+    from theramark.group.inference import nbs
+    from theramark.group.links import brain_symptom_links, change_scores
+    from theramark.group.longitudinal import group_time_effects
+    from theramark.group.normalize import normalization, normalization_contrast
+    from theramark.report.sections.group import build_sections
+
+    harmonize_cfg = section(ctx.config, "harmonize", HARMONIZE_DEFAULTS)
+    cfg = section(ctx.config, "longitudinal", LONGITUDINAL_DEFAULTS)
+    stats_dir = ctx.group_dir / "stats"
+    results: dict[str, Any] = {"config": cfg}
+
+    features = build_features(_read_outputs(ctx), ctx.participants, ctx.results.get("scores"))
+    write_features(features, ctx.group_dir)
+    ctx.results["features"] = features
+    wide = wide_features(features, measures=cfg["measures"])
+    sessions = session_table(features)
+    if wide.shape[1] == 0:
+        raise AnalysisError("group statistics: no features of the measures "
+                            f"{cfg['measures']} in the participant outputs")
+    if "group" not in sessions:
+        raise BadInputError("participants.tsv: no 'group' column; the group × time models "
+                            "need the arm of every participant")
+
+    wide, results["harmonization"] = _harmonize(wide, sessions, harmonize_cfg, cfg["baseline"],
+                                                cfg["control_group"])
+    keys = list(wide.columns)
+    model_table = wide.join(sessions).reset_index()
+    results["wide"] = model_table
+    results["features_keys"] = keys
+
+    # group × time models for every feature
+    group_time = group_time_effects(
+        model_table, keys, reference_group=cfg["reference_group"],
+        covariates=cfg["covariates"], change_covariates=cfg["change_covariates"],
+        method=cfg["method"],
+        sessions=[s for s in (cfg["baseline"], *sorted(set(model_table["session"]) - {
+            cfg["baseline"], cfg["endpoint"]}), cfg["endpoint"]) if s in set(
+                model_table["session"])],
+    )
+    group_time = _family_corrections(group_time, model_table, keys, cfg, ctx.random_state)
+    results["group_time"] = group_time
+
+    groups = set(model_table["group"].astype(str))
+    if cfg["control_group"] in groups:
+        results["normalization"] = normalization(
+            model_table, keys, control_group=cfg["control_group"], baseline=cfg["baseline"],
+            endpoint=cfg["endpoint"])
+        if cfg["reference_group"] in groups:
+            results["normalization_contrast"] = normalization_contrast(
+                model_table, keys, reference_group=cfg["reference_group"],
+                control_group=cfg["control_group"], baseline=cfg["baseline"],
+                endpoint=cfg["endpoint"])
+
+    # brain–symptom links (patients only)
+    wide_indexed = model_table.set_index(["participant_id", "session"])
+    patients = wide_indexed[wide_indexed["group"].astype(str) != cfg["control_group"]]
+    feature_change = change_scores(patients, keys, cfg["baseline"], cfg["endpoint"])
+    symptoms: dict[str, pd.Series] = {}
+    outcomes = ctx.results.get("outcomes")
+    if isinstance(outcomes, pd.DataFrame) and {"participant_id", "change"} <= set(outcomes):
+        label = ctx.results.get("primary_instrument", "primary outcome")
+        symptoms[f"{label} (primary)"] = outcomes.set_index(
+            outcomes["participant_id"].astype(str))["change"].astype(float)
+    for instrument in cfg["link_instruments"]:
+        column = f"{instrument}_total"
+        if column in patients:
+            change = change_scores(patients, [column], cfg["baseline"], cfg["endpoint"])[column]
+            if change.notna().sum() >= 5:
+                symptoms[instrument] = change
+    link_tables = []
+    covariate_table = None
+    if cfg["link_covariates"]:
+        covariate_table = patients.reset_index().drop_duplicates("participant_id").set_index(
+            "participant_id")[cfg["link_covariates"]]
+    for name, change in symptoms.items():
+        try:
+            table = brain_symptom_links(feature_change, change, covariate_table,
+                                        method=cfg["link_method"],
+                                        n_permutations=cfg["n_permutations"],
+                                        random_state=ctx.random_state)
+        except BadInputError:
+            continue  # too few participants with this symptom change
+        link_tables.append(table.assign(symptom=name))
+    if link_tables:
+        results["links"] = pd.concat(link_tables, ignore_index=True)
+        results["feature_change"] = feature_change
+        results["symptom_change"] = pd.DataFrame(symptoms)
+
+    # NBS on FC change: each arm against the reference arm
+    if cfg["nbs_threshold"]:
+        edge_keys = [k for k in keys if split_feature_key(k)[0] == cfg["nbs_measure"]
+                     and "__" in split_feature_key(k)[2]]
+        complete = feature_change[edge_keys].dropna()
+        arm_of = patients.reset_index().drop_duplicates("participant_id").set_index(
+            "participant_id")["group"].astype(str)
+        components, edges = [], []
+        if edge_keys and len(complete):
+            mats, nodes = _edge_matrices(complete, edge_keys)
+            arms_here = arm_of.reindex(complete.index).to_numpy()
+            reference = cfg["reference_group"]
+            for label in sorted(set(arms_here) - {reference}):
+                x, y = mats[arms_here == label], mats[arms_here == reference]
+                if len(x) < 2 or len(y) < 2:
+                    continue
+                res = nbs(x, y, cfg["nbs_threshold"], n_permutations=cfg["n_permutations"],
+                          random_state=ctx.random_state)
+                components.append(res.to_frame(nodes).assign(contrast=f"{label} - {reference}"))
+                edges.append(res.edges_frame(nodes).assign(contrast=f"{label} - {reference}"))
+        if components:
+            results["nbs_components"] = pd.concat(components, ignore_index=True)
+            results["nbs_edges"] = pd.concat(edges, ignore_index=True)
+
+    parameters = {"longitudinal": cfg, "harmonize": harmonize_cfg,
+                  "random_state": ctx.random_state}
+    for name in ("group_time", "normalization", "normalization_contrast", "links",
+                 "nbs_components", "nbs_edges"):
+        if name in results:
+            write_tsv(stats_dir / f"{name}.tsv", results[name])
+            write_json(stats_dir / f"{name}.json", provenance(parameters))
+    write_json(stats_dir / "harmonization.json",
+               {**provenance(parameters), "Harmonization": results["harmonization"]})
+    ctx.results["group_stats"] = results
+    return build_sections(results)

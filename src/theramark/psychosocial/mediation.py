@@ -1,0 +1,511 @@
+"""Mediation and moderated mediation as in Hayes' PROCESS (models 4, 6, 7, 14 and 58).
+
+Every equation is an OLS regression, as PROCESS and R's ``lm`` fit them; path estimates, their
+standard errors and t-based confidence intervals come from the full-sample fits. Indirect effects,
+indices of moderated mediation and contrasts between conditional indirect effects get bootstrap
+standard errors and percentile or bias-corrected confidence intervals.
+
+The bootstrap is vectorized: a resample is a vector of counts (how often each row was drawn), so the
+normal equations of every resample are one matrix product ``counts @ (x_i x_i^T)`` over all
+resamples of a chunk, solved in a batch. No Python loop runs over resamples.
+
+Models (X → M → Y, W a moderator, C covariates in every equation)::
+
+    4   M_j ~ X + C                      Y ~ X + M_1..M_k + C          (parallel mediators)
+    6   M_j ~ X + M_1..M_{j-1} + C       Y ~ X + M_1..M_k + C          (serial mediators)
+    7   M_j ~ X + W + X·W + C            Y ~ X + M_1..M_k + C
+    14  M_j ~ X + C                      Y ~ X + M_j + W + M_j·W + C
+    58  M_j ~ X + W + X·W + C            Y ~ X + M_j + W + M_j·W + C
+    total effect: Y ~ X + C
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from theramark.errors import BadInputError
+from theramark.psychosocial._data import Prepared, as_list, check_full_rank, prepare
+
+MODELS = (4, 6, 7, 14, 58)
+CI_METHODS = ("percentile", "bias-corrected")
+_MIN_BOOT_ROWS = 10
+
+
+# ----------------------------------------------------------------------------------------------
+# OLS engine shared with moderation.py
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class Equation:
+    """One regression: ``outcome ~ 1 + predictors`` (names of columns of the design table)."""
+
+    name: str
+    outcome: str
+    predictors: list[str]
+
+
+@dataclass
+class OLSFit:
+    """Full-sample OLS fit of one equation."""
+
+    coef: np.ndarray  # (p,) with the intercept first
+    cov: np.ndarray  # (p, p)
+    df_resid: int
+    rss: float
+    names: list[str]  # "(intercept)" then the predictors
+
+
+def fit_ols(design: np.ndarray, outcome: np.ndarray, names: list[str], what: str) -> OLSFit:
+    """OLS with the classical covariance ``s² (X'X)^-1``; ``design`` (n, p) includes the intercept."""
+    n, p = design.shape
+    check_full_rank(design, names, what)
+    if n <= p:
+        raise BadInputError(f"{what}: {n} complete rows for {p} coefficients; need more rows")
+    coef, *_ = np.linalg.lstsq(design, outcome, rcond=None)
+    resid = outcome - design @ coef
+    rss = float(resid @ resid)
+    df_resid = n - p
+    cov = rss / df_resid * np.linalg.inv(design.T @ design)
+    return OLSFit(coef=coef, cov=cov, df_resid=df_resid, rss=rss, names=names)
+
+
+def coefficient_table(fit: OLSFit, equation: str, confidence: float) -> pd.DataFrame:
+    """Tidy coefficient table of one fit (estimate, se, t, p, t-based CI)."""
+    se = np.sqrt(np.diag(fit.cov))
+    t = fit.coef / se
+    crit = stats.t.ppf(0.5 + confidence / 2, fit.df_resid)
+    return pd.DataFrame({
+        "equation": equation, "term": fit.names, "estimate": fit.coef, "se": se, "t": t,
+        "p": 2 * stats.t.sf(np.abs(t), fit.df_resid),
+        "ci_low": fit.coef - crit * se, "ci_high": fit.coef + crit * se, "df": fit.df_resid,
+    })
+
+
+def bootstrap_counts(rng: np.random.Generator, n_boot: int, n: int) -> np.ndarray:
+    """(n_boot, n) counts: how many times each row is drawn in each nonparametric resample."""
+    draws = rng.integers(0, n, size=(n_boot, n))
+    offsets = (np.arange(n_boot) * n)[:, None]
+    return np.bincount((draws + offsets).ravel(), minlength=n_boot * n).reshape(n_boot, n)
+
+
+def batched_ols(counts: np.ndarray, design: np.ndarray, outcome: np.ndarray) -> np.ndarray:
+    """Coefficients (B, p) of the weighted normal equations of every resample at once.
+
+    Rows of ``counts`` (B, n) are frequency weights; ``design`` (n, p), ``outcome`` (n,). Singular
+    resamples give NaN rows.
+    """
+    n, p = design.shape
+    outer = (design[:, :, None] * design[:, None, :]).reshape(n, p * p)
+    gram = (counts @ outer).reshape(-1, p, p)
+    moment = counts @ (design * outcome[:, None])
+    try:
+        return np.linalg.solve(gram, moment[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:
+        # Rare (e.g. a resample in which a dummy is constant): solve those resamples as NaN.
+        cond = np.linalg.cond(gram)
+        ok = np.isfinite(cond) & (cond < 1e12)
+        out = np.full((counts.shape[0], p), np.nan)
+        out[ok] = np.linalg.solve(gram[ok], moment[ok][:, :, None])[:, :, 0]
+        return out
+
+
+def weighted_sd(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Sample SDs (B, q) of the columns of ``values`` (n, q) in each resample of ``counts`` (B, n)."""
+    n = counts.shape[1]
+    mean = counts @ values / n
+    mean_sq = counts @ (values**2) / n
+    return np.sqrt(np.maximum(mean_sq - mean**2, 0.0) * n / (n - 1))
+
+
+def bootstrap_interval(
+    draws: np.ndarray, estimate: float, confidence: float, method: str
+) -> tuple[float, float]:
+    """Percentile or bias-corrected (Efron 1987; PROCESS's ``bc``) interval from ``draws`` (B,)."""
+    alpha = 1 - confidence
+    if method == "percentile":
+        lo, hi = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
+        return float(lo), float(hi)
+    below = np.mean(draws < estimate)
+    # A proportion of 0 or 1 would put z0 at infinity; clamp to one resample's worth.
+    below = np.clip(below, 0.5 / draws.size, 1 - 0.5 / draws.size)
+    z0 = stats.norm.ppf(below)
+    z = stats.norm.ppf([alpha / 2, 1 - alpha / 2])
+    lo, hi = np.quantile(draws, stats.norm.cdf(2 * z0 + z))
+    return float(lo), float(hi)
+
+
+# ----------------------------------------------------------------------------------------------
+# Model specification
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class _Effect:
+    """A row of the result: a function of the coefficients (works on scalars and (B,) arrays)."""
+
+    name: str
+    kind: str  # "path" (OLS inference) or "boot" (bootstrap inference)
+    value: Callable[[dict], np.ndarray | float]
+    std_scale: tuple[str, str] | None  # (from, to) variables for the standardized effect
+    equation: str | None = None
+    term: str | None = None
+
+
+def _interaction(a: str, b: str) -> str:
+    return f"{a}:{b}"
+
+
+def _build_equations(
+    model: int, x: str, ms: list[str], y: str, w: str | None, cov: list[str]
+) -> list[Equation]:
+    equations = []
+    for j, m in enumerate(ms):
+        preds = [x]
+        if model == 6:
+            preds += ms[:j]
+        if model in (7, 58):
+            preds += [w, _interaction(x, w)]
+        equations.append(Equation(f"{m} ~", m, preds + cov))
+    y_preds = [x] + ms
+    if model in (14, 58):
+        y_preds += [w] + [_interaction(m, w) for m in ms]
+    equations.append(Equation(f"{y} ~", y, y_preds + cov))
+    equations.append(Equation(f"{y} ~ (total)", y, [x] + cov))
+    return equations
+
+
+def _label(base: str, m: str, several: bool, extra: str = "") -> str:
+    inside = [m] if several else []
+    if extra:
+        inside.append(extra)
+    return f"{base}[{'|'.join(inside)}]" if inside else base
+
+
+def _format_value(v: float) -> str:
+    return f"{v:g}"
+
+
+def _build_effects(
+    model: int, x: str, ms: list[str], y: str, w: str | None, w_values: np.ndarray | None
+) -> list[_Effect]:
+    several = len(ms) > 1
+    y_eq = f"{y} ~"
+    effects: list[_Effect] = []
+
+    def coef(eq: str, term: str) -> Callable[[dict], np.ndarray]:
+        return lambda c: c[(eq, term)]
+
+    for m in ms:
+        effects.append(_Effect(_label("a", m, several), "path", coef(f"{m} ~", x), (x, m),
+                               f"{m} ~", x))
+        if model in (7, 58):
+            effects.append(_Effect(_label("a_interaction", m, several), "path",
+                                   coef(f"{m} ~", _interaction(x, w)), None, f"{m} ~",
+                                   _interaction(x, w)))
+    if model == 6:
+        for i, j in itertools.combinations(range(len(ms)), 2):
+            effects.append(_Effect(f"d[{ms[i]}->{ms[j]}]", "path", coef(f"{ms[j]} ~", ms[i]),
+                                   (ms[i], ms[j]), f"{ms[j]} ~", ms[i]))
+    for m in ms:
+        effects.append(_Effect(_label("b", m, several), "path", coef(y_eq, m), (m, y), y_eq, m))
+        if model in (14, 58):
+            effects.append(_Effect(_label("b_interaction", m, several), "path",
+                                   coef(y_eq, _interaction(m, w)), None, y_eq,
+                                   _interaction(m, w)))
+    effects.append(_Effect("total", "path", coef(f"{y} ~ (total)", x), (x, y),
+                           f"{y} ~ (total)", x))
+    effects.append(_Effect("direct", "path", coef(y_eq, x), (x, y), y_eq, x))
+
+    # Indirect effect of each mediator (each chain for model 6) as a function of w.
+    def indirect_of(m: str) -> Callable[[dict, float], np.ndarray]:
+        def value(c: dict, wv: float = 0.0) -> np.ndarray:
+            a = c[(f"{m} ~", x)]
+            b = c[(y_eq, m)]
+            if model in (7, 58):
+                a = a + c[(f"{m} ~", _interaction(x, w))] * wv
+            if model in (14, 58):
+                b = b + c[(y_eq, _interaction(m, w))] * wv
+            return a * b
+        return value
+
+    chains: list[tuple[str, Callable[[dict, float], np.ndarray]]] = []
+    if model == 6:
+        for size in range(1, len(ms) + 1):
+            for chain in itertools.combinations(ms, size):
+                def value(c: dict, wv: float = 0.0, chain=chain) -> np.ndarray:
+                    out = c[(f"{chain[0]} ~", x)]
+                    for prev, nxt in itertools.pairwise(chain):
+                        out = out * c[(f"{nxt} ~", prev)]
+                    return out * c[(y_eq, chain[-1])]
+                chains.append(("->".join(chain), value))
+    else:
+        chains = [(m, indirect_of(m)) for m in ms]
+    several_chains = len(chains) > 1
+
+    for label, fn in chains:
+        effects.append(_Effect(_label("indirect", label, several_chains), "boot",
+                               lambda c, fn=fn: fn(c, 0.0), (x, y)))
+    if several_chains:
+        effects.append(_Effect("indirect", "boot",
+                               lambda c: sum(fn(c, 0.0) for _, fn in chains), (x, y)))
+    if w is not None:
+        for wv in w_values:
+            tag = f"{w}={_format_value(wv)}"
+            for label, fn in chains:
+                effects.append(_Effect(_label("indirect", label, several_chains, tag), "boot",
+                                       lambda c, fn=fn, wv=wv: fn(c, wv), (x, y)))
+        for m in ms:
+            if model == 7:
+                index = (lambda c, m=m: c[(f"{m} ~", _interaction(x, w))] * c[(y_eq, m)])
+            elif model == 14:
+                index = (lambda c, m=m: c[(f"{m} ~", x)] * c[(y_eq, _interaction(m, w))])
+            else:
+                index = None
+            if index is not None:
+                effects.append(_Effect(_label("index_moderated_mediation", m, several), "boot",
+                                       index, None))
+        if model == 58 and len(w_values) == 2:
+            # The indirect effect is quadratic in W: no single index; contrast the two groups.
+            lo, hi = w_values
+            tag = f"{w}={_format_value(hi)} vs {_format_value(lo)}"
+            for label, fn in chains:
+                effects.append(_Effect(_label("contrast", label, several_chains, tag), "boot",
+                                       lambda c, fn=fn, lo=lo, hi=hi: fn(c, hi) - fn(c, lo), None))
+    return effects
+
+
+def moderator_values(values: np.ndarray, w_values: Sequence[float] | None) -> np.ndarray:
+    """Values of W at which conditional effects are probed.
+
+    Both levels of a two-valued W; otherwise the 16th, 50th and 84th percentiles (PROCESS's default
+    for a continuous moderator), unless ``w_values`` are given.
+    """
+    if w_values is not None:
+        return np.asarray(w_values, dtype=float)
+    levels = np.unique(values)
+    if levels.size == 2:
+        return levels.astype(float)
+    return np.percentile(values, [16, 50, 84])
+
+
+# ----------------------------------------------------------------------------------------------
+# Public function
+# ----------------------------------------------------------------------------------------------
+def mediation(
+    data: pd.DataFrame,
+    x: str,
+    m: str | Sequence[str],
+    y: str,
+    w: str | None = None,
+    model: int = 4,
+    covariates: str | Sequence[str] | None = None,
+    n_boot: int = 5000,
+    random_state: int | np.random.Generator | None = None,
+    *,
+    ci_method: str = "percentile",
+    confidence: float = 0.95,
+    w_values: Sequence[float] | None = None,
+    chunk_size: int = 1000,
+) -> pd.DataFrame:
+    """Simple, parallel, serial and moderated mediation (PROCESS models 4, 6, 7, 14, 58).
+
+    Parameters
+    ----------
+    data : DataFrame
+        One row per participant. ``x`` and ``w`` may be two-level text columns (coded 0/1 in sorted
+        order, e.g. ``F`` = 0, ``M`` = 1; the coding is stated in ``attrs["note"]``).
+    x, y : str
+        Predictor and outcome columns.
+    m : str or sequence of str
+        Mediator(s): several mediators are parallel in model 4 and serial, in the given order, in
+        model 6.
+    w : str, optional
+        Moderator, required by models 7 (X→M), 14 (M→Y) and 58 (both).
+    model : {4, 6, 7, 14, 58}
+        PROCESS model number.
+    covariates : str or sequence of str, optional
+        Entered in every equation (as PROCESS does).
+    n_boot : int
+        Bootstrap resamples for indirect effects (0 skips the bootstrap: no CI for them).
+    random_state : int or Generator, optional
+        Seed of the bootstrap.
+    ci_method : {"percentile", "bias-corrected"}
+        Bootstrap interval for indirect effects, indices and contrasts.
+    confidence : float
+        Confidence level of every interval.
+    w_values : sequence of float, optional
+        Moderator values to probe; default: both levels of a dichotomous W, else the 16th, 50th and
+        84th percentiles.
+    chunk_size : int
+        Resamples solved per batch (bounds memory: about ``chunk_size × n`` counts).
+
+    Returns
+    -------
+    DataFrame
+        Indexed by effect: ``a``, ``b``, ``total``, ``direct``, ``indirect`` (``a[M]``, ``b[M]``,
+        ``indirect[M]`` per mediator when several; ``d[M1->M2]`` and ``indirect[M1->M2]`` for
+        serial chains; ``a_interaction``/``b_interaction``, conditional ``indirect[W=w]``,
+        ``index_moderated_mediation`` (models 7, 14) and ``contrast[...]`` (model 58 with a
+        dichotomous W) for moderated models). Unconditional ``a``, ``b`` and ``indirect`` of a
+        moderated model are at W = 0. Columns: ``estimate, se, ci_low, ci_high, p, std_estimate,
+        std_ci_low, std_ci_high, ci_method, n``. Path rows use OLS standard errors and t-based
+        intervals (as ``lm``); indirect rows use the bootstrap SD and interval, and have no p value
+        (judge them by the interval, as Hayes recommends). ``std_estimate`` is the completely
+        standardized effect (coefficient × SD(from) / SD(to)); interaction terms and indices have
+        none. ``attrs`` hold ``coefficients`` (every equation's full table), ``n``, ``n_dropped``,
+        ``note`` (listwise deletion, codings), ``model``, ``n_boot`` and ``boot_draws``.
+
+    Raises
+    ------
+    BadInputError
+        Unknown model or CI method, missing moderator, missing/duplicated/non-numeric/constant
+        columns, collinear predictors, fewer than 10 complete rows for the bootstrap.
+    """
+    if model not in MODELS:
+        raise BadInputError(f"mediation: model {model!r} is not supported; choose from {MODELS}")
+    if ci_method not in CI_METHODS:
+        raise BadInputError(f"mediation: ci_method must be one of {CI_METHODS}, got {ci_method!r}")
+    if not 0 < confidence < 1:
+        raise BadInputError(f"mediation: confidence must be in (0, 1), got {confidence}")
+    if n_boot < 0 or int(n_boot) != n_boot:
+        raise BadInputError(f"mediation: n_boot must be a non-negative integer, got {n_boot}")
+    ms = as_list(m)
+    if not ms:
+        raise BadInputError("mediation: at least one mediator is needed")
+    cov = as_list(covariates)
+    moderated = model in (7, 14, 58)
+    if moderated and w is None:
+        raise BadInputError(f"mediation: PROCESS model {model} needs a moderator (w)")
+    if not moderated and w is not None:
+        raise BadInputError(
+            f"mediation: model {model} has no moderator; use model 7 (W on X→M), 14 (W on M→Y) "
+            "or 58 (both) with w"
+        )
+    columns = [x, *ms, y] + ([w] if w else []) + cov
+    prepared = prepare(
+        data, columns, binary_ok=[x] + ([w] if w else []), what=f"mediation (model {model})",
+        min_rows=_MIN_BOOT_ROWS if n_boot else 3,
+    )
+    frame = prepared.frame
+    if w is not None:
+        w_vals = moderator_values(frame[w].to_numpy(), w_values)
+        frame = frame.assign(**{_interaction(x, w): frame[x] * frame[w]})
+        for med in ms:
+            frame = frame.assign(**{_interaction(med, w): frame[med] * frame[w]})
+    else:
+        w_vals = None
+
+    equations = _build_equations(model, x, ms, y, w, cov)
+    what = f"mediation (model {model})"
+    fits = {}
+    n = len(frame)
+    ones = np.ones((n, 1))
+    designs = {}
+    for eq in equations:
+        design = np.hstack([ones, frame[eq.predictors].to_numpy()])
+        designs[eq.name] = design
+        fits[eq.name] = fit_ols(design, frame[eq.outcome].to_numpy(),
+                                ["(intercept)", *eq.predictors], f"{what}, equation {eq.name}")
+    point = {(eq.name, t): fits[eq.name].coef[i + 1]
+             for eq in equations for i, t in enumerate(eq.predictors)}
+    effects = _build_effects(model, x, ms, y, w, w_vals)
+    base_vars = [x, *ms, y]
+    sd_point = frame[base_vars].std(ddof=1).to_dict()
+
+    boot = {}
+    boot_sd = None
+    n_valid = 0
+    boot_effects = [e for e in effects if e.kind == "boot"]
+    if n_boot and boot_effects:
+        rng = np.random.default_rng(random_state)
+        draws = {e.name: [] for e in boot_effects}
+        std_draws = {e.name: [] for e in boot_effects}
+        values_for_sd = frame[base_vars].to_numpy()
+        remaining = int(n_boot)
+        while remaining > 0:
+            size = min(chunk_size, remaining)
+            remaining -= size
+            counts = bootstrap_counts(rng, size, n).astype(float)
+            coefs = {}
+            for eq in equations:
+                beta = batched_ols(counts, designs[eq.name], frame[eq.outcome].to_numpy())
+                for i, t in enumerate(eq.predictors):
+                    coefs[(eq.name, t)] = beta[:, i + 1]
+            sds = weighted_sd(counts, values_for_sd)
+            sd_map = {v: sds[:, i] for i, v in enumerate(base_vars)}
+            for e in boot_effects:
+                val = np.asarray(e.value(coefs), dtype=float)
+                draws[e.name].append(val)
+                if e.std_scale is not None:
+                    f, t = e.std_scale
+                    std_draws[e.name].append(val * sd_map[f] / sd_map[t])
+        boot = {k: np.concatenate(v) for k, v in draws.items()}
+        valid = np.all([np.isfinite(v) for v in boot.values()], axis=0)
+        n_valid = int(valid.sum())
+        if n_valid < n_boot:
+            warnings.warn(
+                f"{what}: {n_boot - n_valid} of {n_boot} bootstrap resamples had singular "
+                "equations (e.g. a constant dummy) and were dropped", RuntimeWarning, stacklevel=2,
+            )
+        boot = {k: v[valid] for k, v in boot.items()}
+        boot_sd = {k: np.concatenate(v)[valid] for k, v in std_draws.items() if v}
+
+    rows = []
+    for e in effects:
+        est = float(e.value(point))
+        std = (est * sd_point[e.std_scale[0]] / sd_point[e.std_scale[1]]
+               if e.std_scale is not None else np.nan)
+        row = {"effect": e.name, "estimate": est, "std_estimate": std, "n": n}
+        if e.kind == "path":
+            fit = fits[e.equation]
+            k = fit.names.index(e.term)
+            se = float(np.sqrt(fit.cov[k, k]))
+            crit = stats.t.ppf(0.5 + confidence / 2, fit.df_resid)
+            row.update(se=se, ci_low=est - crit * se, ci_high=est + crit * se,
+                       p=float(2 * stats.t.sf(abs(est / se), fit.df_resid)),
+                       ci_method="ols-t")
+            if e.std_scale is not None:
+                scale = sd_point[e.std_scale[0]] / sd_point[e.std_scale[1]]
+                row.update(std_ci_low=row["ci_low"] * scale, std_ci_high=row["ci_high"] * scale)
+        elif boot:
+            d = boot[e.name]
+            lo, hi = bootstrap_interval(d, est, confidence, ci_method)
+            row.update(se=float(np.std(d, ddof=1)), ci_low=lo, ci_high=hi, p=np.nan,
+                       ci_method=f"bootstrap-{ci_method}")
+            if boot_sd and e.name in boot_sd:
+                slo, shi = bootstrap_interval(boot_sd[e.name], std, confidence, ci_method)
+                row.update(std_ci_low=slo, std_ci_high=shi)
+        else:
+            row.update(se=np.nan, ci_low=np.nan, ci_high=np.nan, p=np.nan, ci_method="none")
+        rows.append(row)
+    columns_out = ["estimate", "se", "ci_low", "ci_high", "p", "std_estimate", "std_ci_low",
+                   "std_ci_high", "ci_method", "n"]
+    result = pd.DataFrame(rows).set_index("effect").reindex(columns=columns_out)
+    result.index.name = "effect"
+    result.attrs.update(_attrs(prepared, model, x, ms, y, w, w_vals, cov, fits, confidence,
+                               n_boot, n_valid, ci_method))
+    return result
+
+
+def _attrs(prepared: Prepared, model, x, ms, y, w, w_vals, cov, fits, confidence, n_boot,
+           n_valid, ci_method) -> dict:
+    coefficients = pd.concat(
+        [coefficient_table(fit, name, confidence) for name, fit in fits.items()],
+        ignore_index=True,
+    )
+    note = prepared.note()
+    if model in (7, 14, 58):
+        note += (f"; unconditional a, b and indirect effects are at {w} = 0; the total effect "
+                 "(Y ~ X + covariates) is averaged over W and is not the sum of direct and "
+                 "indirect effects")
+    return {
+        "model": model, "x": x, "m": ms, "y": y, "w": w, "covariates": cov,
+        "w_values": None if w_vals is None else [float(v) for v in w_vals],
+        "n": prepared.n, "n_dropped": prepared.n_dropped, "codings": prepared.codings,
+        "note": note, "coefficients": coefficients, "n_boot": int(n_boot),
+        "n_boot_valid": n_valid, "ci_method": ci_method, "confidence": confidence,
+    }

@@ -1,0 +1,396 @@
+"""The scoring engine: item answers → totals, subscales, severity and per-row flags.
+
+One function, :func:`score`, works for every instrument from its definition. All arithmetic is on
+(participants × items) arrays; the only Python loops run over the items and subscales of an
+instrument, never over rows.
+
+Missing items and proration
+---------------------------
+A unit (an item, or a domain for QIDS-SR16) is missing when it is unanswered or, with
+``errors="flag"``, when its answer is not allowed. A score with more missing units than the
+instrument's ``max_missing`` is not computed (n/a). Otherwise a ``mean`` score is the mean of the
+answered units and a ``sum`` score is prorated over the answered units' possible range::
+
+    score = T_min + (S - a_min) * (T_max - T_min) / (a_max - a_min)
+
+with ``S`` the sum of the answered units, ``a_min``/``a_max`` the lowest/highest possible sum of the
+answered units and ``T_min``/``T_max`` those of all units. When all units share one range this is the
+usual "mean of answered items × number of items" rule (PHQ-9: sum × 9 / items answered), and it
+can never leave the instrument's range, even when items have different ranges (HAMD-17).
+Prorated scores are not rounded; the ``prorated`` flag marks them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from theramark.errors import BadInputError
+from theramark.scales.definitions import Instrument, load_instrument
+
+ERROR_MODES = ("raise", "flag")
+_MAX_LISTED = 1000
+
+FLAG_COLUMNS = ["n_answered", "n_missing", "n_invalid", "prorated", "scored",
+                "missing_items", "invalid_items", "flags"]
+
+
+def _session_labels(values: pd.Series) -> pd.Series:
+    text = values.astype("string")
+    return text.str.replace(r"^ses-", "", regex=True)
+
+
+def _identifiers(table: pd.DataFrame, source: str) -> pd.DataFrame:
+    """``participant_id`` (and ``session`` without ``ses-``) of every row, checked."""
+    if "participant_id" not in table.columns:
+        columns = ", ".join(map(str, table.columns))
+        raise BadInputError(f"{source}: no 'participant_id' column (columns: {columns})")
+    ids = pd.DataFrame({"participant_id": table["participant_id"].astype("string")}, index=table.index)
+    if "session_id" in table.columns and "session" not in table.columns:
+        table = table.rename(columns={"session_id": "session"})
+    if "session" in table.columns:
+        ids["session"] = _session_labels(table["session"])
+    empty = ids.isna().any(axis=1) | (ids["participant_id"].str.strip() == "")
+    if empty.any():
+        rows = [str(i + 2) for i in np.flatnonzero(empty.to_numpy())]
+        raise BadInputError(
+            f"{source}: empty participant_id or session", [f"data row at line {r}" for r in rows[:50]]
+        )
+    keys = list(ids.columns)
+    duplicated = ids.duplicated(subset=keys, keep=False)
+    if duplicated.any():
+        repeats = ids[duplicated].value_counts().sort_index()
+        raise BadInputError(
+            f"{source}: the same participant{' and session' if len(keys) > 1 else ''} appears more than once",
+            [f"{', '.join(map(str, key if isinstance(key, tuple) else (key,)))}: {n} rows"
+             for key, n in repeats.items()],
+        )
+    return ids
+
+
+def _long_to_wide(table: pd.DataFrame, inst: Instrument, source: str) -> pd.DataFrame:
+    """Long input (``participant_id, [session], item, value``) → one column per item."""
+    keys = [c for c in ("participant_id", "session", "session_id") if c in table.columns]
+    item = table["item"].astype("string").str.strip()
+    numbered = item.str.fullmatch(r"\d+")
+    item = item.where(~numbered.fillna(False), inst.id + "_" + item)
+    frame = table[keys].copy()
+    frame["item"] = item
+    frame["value"] = table["value"]
+    duplicated = frame.duplicated(subset=[*keys, "item"], keep=False)
+    if duplicated.any():
+        raise BadInputError(
+            f"{source}: an item is given more than once for the same participant/session",
+            [", ".join(str(v) for v in row) for row in
+             frame.loc[duplicated, [*keys, "item"]].drop_duplicates().itertuples(index=False)],
+        )
+    wide = frame.pivot(index=keys, columns="item", values="value").reset_index()
+    wide.columns.name = None
+    return wide
+
+
+def _apply_item_map(table: pd.DataFrame, items: Mapping[str, str], inst: Instrument,
+                    source: str) -> pd.DataFrame:
+    absent = [src for src in items if src not in table.columns]
+    unknown = [dst for dst in items.values() if dst not in inst.item_columns]
+    problems = [f"column '{c}' named in the item map is not in the table" for c in absent]
+    problems += [f"'{c}' is not an item column of {inst.id} (expected {inst.id}_1 ... "
+                 f"{inst.id}_{inst.n_items})" for c in unknown]
+    if problems:
+        raise BadInputError(f"{source}: the item map does not fit the table", problems)
+    return table.rename(columns=dict(items))
+
+
+def _read_answers(table: pd.DataFrame, inst: Instrument, ids: pd.DataFrame, errors: str,
+                  source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Answers as floats (NaN = missing or invalid), plus the invalid mask and its texts.
+
+    Returns
+    -------
+    answers : ndarray, shape (n_rows, n_items)
+    invalid : ndarray of bool, shape (n_rows, n_items)
+    invalid_text : ndarray of object, shape (n_rows,)
+        ``"<item>=<value>, ..."`` for the row's disallowed answers.
+    problems : list of str
+        One line per disallowed answer (for the raise-mode error).
+    """
+    n = len(table)
+    answers = np.full((n, inst.n_items), np.nan)
+    invalid = np.zeros((n, inst.n_items), dtype=bool)
+    invalid_text = np.full(n, "", dtype=object)
+    problems: list[tuple[int, int, str]] = []
+    absent = [c for c in inst.item_columns if c not in table.columns]
+    if len(absent) == inst.n_items:
+        raise BadInputError(
+            f"{source}: no item column of {inst.id} found; expected {inst.id}_1 ... "
+            f"{inst.id}_{inst.n_items} (use an item map, --items, for other names)",
+        )
+    if absent and errors == "raise":
+        raise BadInputError(f"{source}: item columns missing for {inst.id}", absent)
+    who = ids["participant_id"].to_numpy(dtype=object)
+    if "session" in ids.columns:
+        who = who + ", session " + ids["session"].to_numpy(dtype=object)
+    for j, column in enumerate(inst.item_columns):
+        if column not in table.columns:
+            continue
+        raw = table[column]
+        given = raw.notna().to_numpy()
+        if raw.dtype == object or pd.api.types.is_string_dtype(raw.dtype):
+            stripped = raw.astype("string").str.strip()
+            given = given & (stripped != "").fillna(False).to_numpy()
+            numeric = pd.to_numeric(stripped, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        elif pd.api.types.is_bool_dtype(raw.dtype):
+            numeric = np.full(n, np.nan)
+        else:
+            numeric = raw.to_numpy(dtype=float, na_value=np.nan)
+        lo, hi = inst.item_min[j], inst.item_max[j]
+        with np.errstate(invalid="ignore"):
+            ok = (np.isfinite(numeric) & (numeric == np.round(numeric)) & (numeric >= lo)
+                  & (numeric <= hi))
+        bad = given & ~ok
+        answers[:, j] = np.where(given & ok, numeric, np.nan)
+        invalid[:, j] = bad
+        if bad.any():
+            shown = np.array([_show(v) for v in raw[bad]], dtype=object)
+            invalid_text[bad] = invalid_text[bad] + column + "=" + shown + ", "
+            allowed = inst.allowed_text(j + 1)
+            problems.extend(
+                (row, j, f"participant {w}, item {column}: value '{v}' not allowed (allowed: {allowed})")
+                for row, w, v in zip(np.flatnonzero(bad), who[bad], shown, strict=True)
+            )
+    invalid_text = np.array([t[:-2] if t else "" for t in invalid_text], dtype=object) if n else invalid_text
+    return answers, invalid, invalid_text, [text for _, _, text in sorted(problems)]
+
+
+def _show(value: object) -> str:
+    """An answer as the user wrote it (``7`` rather than ``7.0`` for float columns)."""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _keyed(answers: np.ndarray, inst: Instrument) -> np.ndarray:
+    """Item scores: reverse-keyed items flipped within their range, then recoded if the rule says so."""
+    scores = answers.copy()
+    if inst.reverse:
+        idx = np.asarray(inst.reverse) - 1
+        scores[:, idx] = inst.item_min[idx] + inst.item_max[idx] - scores[:, idx]
+    if inst.recode is not None:
+        low = int(inst.item_min.min())
+        lookup = np.full(int(inst.item_max.max()) - low + 1, np.nan)
+        for answer, value in inst.recode.items():
+            lookup[answer - low] = value
+        finite = np.isfinite(scores)
+        recoded = np.full_like(scores, np.nan)
+        recoded[finite] = lookup[scores[finite].astype(int) - low]
+        scores = recoded
+    return scores
+
+
+def combine(units: np.ndarray, low: np.ndarray, high: np.ndarray, rule: str,
+            max_missing: int) -> tuple[np.ndarray, np.ndarray]:
+    """A sum or mean of units with the missing-unit rule and range-proportional proration.
+
+    Parameters
+    ----------
+    units : ndarray, shape (n_rows, n_units)
+        Unit scores, NaN where missing.
+    low, high : ndarray, shape (n_units,)
+        Lowest and highest possible score of each unit.
+    rule : {"sum", "mean"}
+    max_missing : int
+        Units that may be missing; with more the score is NaN.
+
+    Returns
+    -------
+    score : ndarray, shape (n_rows,)
+    n_missing : ndarray of int, shape (n_rows,)
+    """
+    answered = np.isfinite(units)
+    n_missing = units.shape[1] - answered.sum(axis=1)
+    usable = (n_missing <= max_missing) & answered.any(axis=1)
+    filled = np.where(answered, units, 0.0)
+    total = filled.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if rule == "mean":
+            score = total / answered.sum(axis=1)
+        elif rule == "sum":
+            a_min, a_max = answered @ low, answered @ high
+            t_min, t_max = low.sum(), high.sum()
+            prorated = t_min + (total - a_min) * (t_max - t_min) / (a_max - a_min)
+            score = np.where(n_missing == 0, total, prorated)
+        else:
+            raise BadInputError(f"unknown scoring rule '{rule}' (expected sum or mean)")
+    return np.where(usable, score, np.nan), n_missing
+
+
+def _domains(scores: np.ndarray, inst: Instrument, lo: np.ndarray, hi: np.ndarray):
+    """Domain scores (highest answered item of each domain), with their ranges."""
+    cols, d_lo, d_hi = [], [], []
+    for domain in inst.domains:
+        idx = np.asarray(domain.items) - 1
+        block = scores[:, idx]
+        present = np.isfinite(block).any(axis=1)
+        best = np.where(np.isfinite(block), block, -np.inf).max(axis=1)
+        cols.append(np.where(present, best, np.nan))
+        d_lo.append(lo[idx].max())
+        d_hi.append(hi[idx].max())
+    return np.column_stack(cols), np.array(d_lo), np.array(d_hi)
+
+
+def _joined(mask: np.ndarray, names: list[str]) -> np.ndarray:
+    text = np.full(mask.shape[0], "", dtype=object)
+    for j, name in enumerate(names):
+        text = text + np.where(mask[:, j], name + ", ", "")
+    return np.array([t[:-2] if t else "" for t in text], dtype=object) if len(text) else text
+
+
+def score(
+    instrument: str | Instrument,
+    table: pd.DataFrame,
+    errors: str = "raise",
+    items: Mapping[str, str] | None = None,
+    scoring: str | None = None,
+    source: str = "input table",
+) -> pd.DataFrame:
+    """Score a questionnaire for every row of a table.
+
+    Parameters
+    ----------
+    instrument : str or Instrument
+        Instrument id (``"hamd17"``; see ``theramark scales list``) or a loaded definition.
+    table : DataFrame
+        Wide: ``participant_id``, optional ``session`` (``pre`` or ``ses-pre``), and item columns
+        ``<id>_<n>``. Long: ``participant_id``, optional ``session``, ``item`` (``<id>_<n>`` or
+        ``n``) and ``value``. ``NaN``/``n/a`` is a missing answer. Other columns are ignored.
+    errors : {"raise", "flag"}
+        ``"raise"``: any answer outside the allowed values (or an absent item column) raises one
+        :class:`BadInputError` listing every offending participant, session, item, value and the
+        allowed values. ``"flag"``: such answers count as missing, the row is scored if the
+        missing-item rule allows and the ``invalid_items``/``flags`` columns say what happened.
+    items : mapping of str to str, optional
+        Other column names → ``<id>_<n>`` item columns.
+    scoring : str, optional
+        A named alternative scoring of the instrument (``"continuous"`` for the SHAPS).
+    source : str
+        What the table is (a file name), used in messages.
+
+    Returns
+    -------
+    DataFrame
+        One row per input row (same order): ``participant_id``, ``session`` (when given),
+        ``total`` (n/a for instruments without one, or when too many items are missing),
+        ``index`` (Zung SDS), one column per subscale and count, ``severity`` and
+        ``<subscale>_severity`` (where bands are defined), then the flags ``n_answered``,
+        ``n_missing``, ``n_invalid`` (item counts), ``prorated``, ``scored`` (the total, or every
+        subscale when there is no total, could be computed), ``missing_items``,
+        ``invalid_items`` and a readable ``flags`` summary. ``attrs`` carries the instrument id
+        and scoring.
+
+    Raises
+    ------
+    BadInputError
+        On disallowed answers (``errors="raise"``), unknown instruments, missing ids or
+        duplicated participant/session rows.
+    """
+    if errors not in ERROR_MODES:
+        raise BadInputError(f"errors must be one of {', '.join(ERROR_MODES)}, got '{errors}'")
+    inst = load_instrument(instrument, scoring)
+    if not isinstance(table, pd.DataFrame):
+        raise BadInputError(f"{source}: expected a pandas DataFrame, got {type(table).__name__}")
+    table = table.reset_index(drop=True)
+    if items:
+        table = _apply_item_map(table, items, inst, source)
+    if {"item", "value"} <= set(table.columns) and not set(inst.item_columns) & set(table.columns):
+        table = _long_to_wide(table, inst, source)
+    ids = _identifiers(table, source)
+    answers, invalid, invalid_text, problems = _read_answers(table, inst, ids, errors, source)
+    if problems and errors == "raise":
+        shown = problems[:_MAX_LISTED]
+        if len(problems) > _MAX_LISTED:
+            shown.append(f"... and {len(problems) - _MAX_LISTED} more")
+        raise BadInputError(
+            f"{source}: {len(problems)} answer(s) not allowed for {inst.id} ({inst.name})", shown
+        )
+
+    item_scores = _keyed(answers, inst)
+    lo, hi = inst.item_score_bounds()
+    out = ids.reset_index(drop=True).copy()
+    missing = ~np.isfinite(answers)
+
+    if inst.total_rule is not None:
+        if inst.domains:
+            units, u_lo, u_hi = _domains(item_scores, inst, lo, hi)
+        else:
+            idx = np.asarray(inst.total_items) - 1
+            units, u_lo, u_hi = item_scores[:, idx], lo[idx], hi[idx]
+        total, units_missing = combine(units, u_lo, u_hi, inst.total_rule, inst.max_missing)
+    else:
+        total = np.full(len(out), np.nan)
+        units_missing = np.zeros(len(out), dtype=int)
+    out["total"] = total
+    if inst.index_multiplier is not None:
+        out["index"] = total * inst.index_multiplier
+
+    subscale_ok = np.ones(len(out), dtype=bool)
+    subscale_prorated = np.zeros(len(out), dtype=bool)
+    for sub in inst.subscales:
+        idx = np.asarray(sub.items) - 1
+        values, n_miss = combine(item_scores[:, idx], lo[idx], hi[idx], sub.rule, sub.max_missing)
+        out[sub.name] = values
+        subscale_ok &= np.isfinite(values)
+        subscale_prorated |= np.isfinite(values) & (n_miss > 0)
+    for count in inst.counts:
+        idx = np.asarray(count.items) - 1
+        block = answers[:, idx]
+        out[count.name] = np.where(np.isfinite(block).all(axis=1),
+                                   (block == count.value).sum(axis=1), np.nan)
+
+    if inst.bands:
+        basis = out["index"] if inst.bands_on == "index" else out["total"]
+        out["severity"] = inst.severity_of(basis.to_numpy())
+    for sub in inst.subscales:
+        if sub.bands:
+            out[f"{sub.name}_severity"] = inst.severity_of(out[sub.name].to_numpy(), sub.bands)
+
+    n_missing = missing.sum(axis=1) - invalid.sum(axis=1)
+    out["n_answered"] = (~missing).sum(axis=1)
+    out["n_missing"] = n_missing
+    out["n_invalid"] = invalid.sum(axis=1)
+    if inst.total_rule is not None:
+        scored = np.isfinite(total)
+        prorated = scored & (units_missing > 0)
+        if inst.domains:  # a partly answered domain is scored from its answered items
+            prorated |= scored & missing.any(axis=1)
+    else:
+        scored = subscale_ok
+        prorated = subscale_prorated
+    out["prorated"] = prorated
+    out["scored"] = scored
+    out["missing_items"] = _joined(missing & ~invalid, inst.item_columns)
+    out["invalid_items"] = invalid_text
+    out["flags"] = _flag_text(out, inst, scored, prorated)
+    out.attrs.update({"instrument": inst.id, "scoring": inst.scoring})
+    return out
+
+
+def _flag_text(out: pd.DataFrame, inst: Instrument, scored: np.ndarray,
+               prorated: np.ndarray) -> np.ndarray:
+    """Readable summary per row: what was missing or invalid and what the engine did about it."""
+    n_missing = out["n_missing"].to_numpy()
+    n_invalid = out["n_invalid"].to_numpy()
+    parts = np.full(len(out), "", dtype=object)
+    has_missing = n_missing > 0
+    missing_items = out["missing_items"].to_numpy(dtype=object)
+    parts = parts + np.where(has_missing, n_missing.astype(str) + " missing (" + missing_items + ")", "")
+    has_invalid = n_invalid > 0
+    sep = np.where(has_missing & has_invalid, "; ", "")
+    parts = parts + sep + np.where(
+        has_invalid, n_invalid.astype(str) + " invalid (" + out["invalid_items"].to_numpy(dtype=object)
+        + ") treated as missing", "")
+    outcome = np.where(prorated, f"; prorated (at most {inst.max_missing} may be missing)", "")
+    outcome = np.where(~scored & (has_missing | has_invalid),
+                       f"; not scored (at most {inst.max_missing} may be missing)", outcome)
+    return np.where(has_missing | has_invalid, parts + outcome, "")

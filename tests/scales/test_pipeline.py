@@ -1,0 +1,68 @@
+"""The scales group step on a small study folder, and its report section."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from theramark.context import GroupContext
+from theramark.report import Report
+from theramark.scales import group_step
+
+
+def make_study(root, rng):
+    pheno = root / "phenotype"
+    pheno.mkdir(parents=True)
+    ids = [f"sub-{i:02d}" for i in range(1, 9)]
+    groups = ["CBT"] * 4 + ["waitlist"] * 4
+    pd.DataFrame({"participant_id": ids, "group": groups}).to_csv(root / "participants.tsv", sep="\t",
+                                                                   index=False)
+    hamd_max = np.array([4, 4, 4, 2, 2, 2, 4, 4, 4, 4, 4, 2, 2, 2, 4, 2, 2])
+    records = []
+    for i, pid in enumerate(ids):
+        for session in ("pre", "post"):
+            high = hamd_max if session == "pre" or i >= 4 else np.minimum(hamd_max, 1)
+            answers = rng.integers(0, high + 1)
+            records.append({"participant_id": pid, "session": f"ses-{session}",
+                            **{f"hamd17_{k + 1}": int(v) for k, v in enumerate(answers)}})
+    hamd = pd.DataFrame(records)
+    hamd.loc[0, "hamd17_3"] = 9  # an invalid answer: flagged, not fatal
+    hamd.to_csv(pheno / "hamd17.tsv", sep="\t", index=False, na_rep="n/a")
+    pss = pd.DataFrame({"participant_id": ids, "session": "pre",
+                        **{f"pss10_{k}": rng.integers(0, 5, len(ids)) for k in range(1, 11)},
+                        "financial_strain": rng.integers(0, 10, len(ids))})
+    pss.to_csv(pheno / "questionnaires.tsv", sep="\t", index=False)
+    return ids
+
+
+def test_group_step_scores_writes_and_reports(tmp_path):
+    rng = np.random.default_rng(3)
+    bids = tmp_path / "bids"
+    make_study(bids, rng)
+    participants = pd.read_csv(bids / "participants.tsv", sep="\t")
+    ctx = GroupContext(bids_dir=bids, out_dir=tmp_path / "out", config={}, participants=participants)
+    sections = group_step(ctx)
+    folder = ctx.group_dir / "scales"
+    for name in ("scores_hamd17.tsv", "scores_pss10.tsv", "outcomes.tsv", "flags.tsv"):
+        assert (folder / name).is_file(), name
+    assert set(ctx.results["scores"]) == {"hamd17", "pss10"}
+    hamd = ctx.results["scores"]["hamd17"]
+    assert set(hamd["session"]) == {"pre", "post"} and "group" in hamd.columns
+    assert np.isnan(hamd.loc[0, "total"])  # invalid answer, no proration on the HAMD-17
+    out = ctx.results["outcomes"]
+    assert len(out) == 8 and set(out["group"]) == {"CBT", "waitlist"}
+    flags = ctx.results["scale_flags"]
+    assert "hamd17_3=9" in " ".join(flags["flags"])
+    assert [s.order for s in sections] == [20]
+    html = Report().add(*sections).to_html()
+    assert "Scoring flags" in html and "data:image/png;base64" in html
+
+
+def test_group_step_respects_config_and_empty_study(tmp_path):
+    bids = tmp_path / "bids"
+    (bids / "phenotype").mkdir(parents=True)
+    ctx = GroupContext(bids_dir=bids, out_dir=tmp_path / "out", config={"scales": {"errors": "raise"}},
+                       participants=pd.DataFrame({"participant_id": ["sub-01"]}))
+    sections = group_step(ctx)
+    assert ctx.results["scores"] == {} and ctx.results["outcomes"].empty
+    assert "No questionnaire" in sections[0].to_html()
