@@ -90,5 +90,18 @@ def test_outcomes_command(phq_file, tmp_path, capsys):
     assert list(table["change"]) == [-18, -18] and list(table["group"]) == ["CBT", "CBT"]
     assert list(table["remission"]) == [True, False]
     capsys.readouterr()
-    assert main(["scales", "outcomes", str(scores), "--instrument", "phq9", "--endpoint", "week8"]) == 2
+    assert main(["scales", "outcomes", str(scores), "--endpoint", "week8"]) == 2  # instrument from sidecar
     assert "no rows for session 'week8'" in capsys.readouterr().err
+    scores.with_suffix(".json").unlink()
+    assert main(["scales", "outcomes", str(scores)]) == 2
+    assert "--instrument" in capsys.readouterr().err
+
+
+def test_cross_sectional_long_file(tmp_path):
+    lines = ["participant_id\titem\tvalue"] + [f"sub-0{p}\tucla3_{i}\t{v}" for p, v in ((1, 3), (2, 1))
+                                                for i in (1, 2, 3)]
+    source = write(tmp_path / "long.tsv", "\n".join(lines) + "\n")
+    out = tmp_path / "scores.tsv"
+    assert main(["scales", "score", "ucla3", str(source), "-o", str(out)]) == 0
+    table = pd.read_csv(out, sep="\t")
+    assert list(table["total"]) == [9, 3] and list(table["severity"]) == ["lonely", "not lonely"]

@@ -21,8 +21,8 @@ def total_of(ident, answers, **kwargs):
 def test_hamd17_maximum_bands_and_no_proration():
     top = [4, 4, 4, 2, 2, 2, 4, 4, 4, 4, 4, 2, 2, 2, 4, 2, 2]
     assert total_of("hamd17", top)["total"] == 52
-    edges = {7: "normal", 8: "mild", 13: "mild", 14: "moderate", 18: "moderate", 19: "severe",
-             22: "severe", 23: "very severe"}
+    edges = {7: "no depression", 8: "mild", 16: "mild", 17: "moderate", 23: "moderate",
+             24: "severe", 36: "severe"}  # Zimmerman et al. 2013
     answers = []
     for target in edges:
         row, left = [0] * 17, target
@@ -34,9 +34,14 @@ def test_hamd17_maximum_bands_and_no_proration():
     result = score("hamd17", table)
     assert list(result["total"]) == list(edges)
     assert list(result["severity"]) == list(edges.values())
+    # one missing item is prorated over the answered items' range (item 1 spans 0-4, the rest 48)
     missing_one = total_of("hamd17", [NA] + [1] * 16)
-    assert np.isnan(missing_one["total"]) and not missing_one["scored"]
-    assert "not scored" in missing_one["flags"]
+    assert missing_one["total"] == pytest.approx(16 * 52 / 48) and missing_one["prorated"]
+    missing_two = total_of("hamd17", [NA, NA] + [1] * 15)
+    assert np.isnan(missing_two["total"]) and not missing_two["scored"]
+    assert "not scored (at most 1 may be missing)" in missing_two["flags"]
+    strict = total_of("hamd17", [NA] + [1] * 16, max_missing=0)
+    assert np.isnan(strict["total"])
 
 
 def test_madrs_band_edges():
@@ -254,6 +259,12 @@ def test_absent_item_column_and_errors_argument():
         score("phq9", pd.DataFrame({"participant_id": ["sub-1"], "x": [1]}))
     with pytest.raises(BadInputError, match="errors must be"):
         score("phq9", rows("phq9", [[1] * 9]), errors="ignore")
+
+
+def test_items_beyond_the_instrument_are_an_error():
+    table = one_row("hamd17", [1] * 21)  # a HAMD-21 table
+    with pytest.raises(BadInputError, match="hamd17_18, hamd17_19, hamd17_20, hamd17_21 look like items"):
+        score("hamd17", table, errors="flag")
 
 
 def test_duplicate_rows_and_missing_ids_are_errors():

@@ -74,8 +74,9 @@ def test_without_reliability_rci_is_missing_not_invented():
 
 
 def test_higher_is_better_scales_improve_upward():
-    out = outcomes(scores_table([(20, 40), (20, 25)]), "dars")
+    out = outcomes(scores_table([(20, 40), (20, 25)]), "dars", reduction=0.5)
     assert list(out["response"]) == [True, False]
+    assert outcomes(scores_table([(20, 40)]), "dars")["response"].isna().all()  # no criterion
 
 
 def test_time_to_response_over_sessions():

@@ -28,7 +28,7 @@ def make_study(root, rng):
     hamd = pd.DataFrame(records)
     hamd.loc[0, "hamd17_3"] = 9  # an invalid answer: flagged, not fatal
     hamd.to_csv(pheno / "hamd17.tsv", sep="\t", index=False, na_rep="n/a")
-    pss = pd.DataFrame({"participant_id": ids, "session": "pre",
+    pss = pd.DataFrame({"participant_id": [i.removeprefix("sub-") for i in ids], "session": "pre",
                         **{f"pss10_{k}": rng.integers(0, 5, len(ids)) for k in range(1, 11)},
                         "financial_strain": rng.integers(0, 10, len(ids))})
     pss.to_csv(pheno / "questionnaires.tsv", sep="\t", index=False)
@@ -48,9 +48,15 @@ def test_group_step_scores_writes_and_reports(tmp_path):
     assert set(ctx.results["scores"]) == {"hamd17", "pss10"}
     hamd = ctx.results["scores"]["hamd17"]
     assert set(hamd["session"]) == {"pre", "post"} and "group" in hamd.columns
-    assert np.isnan(hamd.loc[0, "total"])  # invalid answer, no proration on the HAMD-17
+    # the invalid answer is treated as missing and the one-item HAMD-17 proration applies
+    assert hamd.loc[0, "n_invalid"] == 1 and hamd.loc[0, "prorated"]
     out = ctx.results["outcomes"]
     assert len(out) == 8 and set(out["group"]) == {"CBT", "waitlist"}
+    assert set(ctx.results["outcomes_all"]["instrument"]) == {"hamd17"}  # pss10 is baseline only
+    pss = ctx.results["scores"]["pss10"]  # IDs written without sub- still join their group
+    assert pss["participant_id"].str.startswith("sub-").all() and pss["group"].notna().all()
+    # the CBT arm was simulated with answers capped at 1 after treatment: all respond
+    assert out.loc[out["group"] == "CBT", "endpoint_total"].max() <= 17
     flags = ctx.results["scale_flags"]
     assert "hamd17_3=9" in " ".join(flags["flags"])
     assert [s.order for s in sections] == [20]
@@ -66,3 +72,20 @@ def test_group_step_respects_config_and_empty_study(tmp_path):
     sections = group_step(ctx)
     assert ctx.results["scores"] == {} and ctx.results["outcomes"].empty
     assert "No questionnaire" in sections[0].to_html()
+
+
+def test_report_builders_from_result_tables():
+    from theramark.report.sections.scales import build_sections
+    from theramark.scales import outcomes, rates_by_group
+    from theramark.scales.outcomes import trajectory_summary
+
+    scores = pd.DataFrame({"participant_id": ["sub-1", "sub-2"] * 2, "session": ["pre"] * 2 + ["post"] * 2,
+                           "total": [20.0, 30.0, 35.0, 32.0], "group": ["CBT", "waitlist"] * 2,
+                           "scored": True, "prorated": False, "flags": ""})
+    out = outcomes(scores, "dars")  # no response criterion: captions must still render
+    flags = pd.DataFrame(columns=["instrument", "participant_id", "session", "flags"])
+    sections = build_sections({"dars": scores}, out, flags, "dars",
+                              trajectory=trajectory_summary(scores), rates=rates_by_group(out))
+    html = sections[0].to_html()
+    assert "no criterion" in html and "No missing or invalid answers" in html
+    assert sections[0].order == 20

@@ -92,3 +92,33 @@ def test_ds003478_bdi_bands_and_hamd_remission():
     remitted = hamd.remission_of(table["HamD"].to_numpy())
     assert np.nansum(remitted) == (table["HamD"] <= 7).sum()
     assert np.isnan(remitted).sum() == table["HamD"].isna().sum()
+
+
+def test_ds003007_rrs_subscales_partition_the_total_and_fit_their_ranges(ds003007):
+    """Real RRS scores: our item map (5 brooding + 5 reflection + 12 depression items = 22)
+    implies total = brooding + reflection + depression and the ranges below."""
+    rrs = load_instrument("rrs")
+    sizes = {s.name: len(s.items) for s in rrs.subscales}
+    assert sum(sizes.values()) == rrs.n_items
+    for session in ("pre", "post"):
+        cols = {k: f"RRS-{k}_ses-{session}" for k in ("sum", "brooding", "reflection", "depr")}
+        table = ds003007.set_index("participant_id")[list(cols.values())].dropna()
+        assert len(table) > 10
+        parts = table[cols["brooding"]] + table[cols["reflection"]] + table[cols["depr"]]
+        mismatch = sorted(table.index[parts != table[cols["sum"]]])
+        # one entry error in the published table: sub-16 post sum 57, parts add to 54
+        assert mismatch == (["sub-16"] if session == "post" else [])
+        for name, column in (("brooding", "brooding"), ("reflection", "reflection"), ("depression", "depr")):
+            values = table[cols[column]]
+            assert values.between(sizes[name] * 1, sizes[name] * 4).all(), name
+
+
+def test_ds003007_zung_raw_totals_and_outcomes(ds003007):
+    zung = load_instrument("zung_sds")
+    scores = totals_from_columns(ds003007, {"pre": "Zung_SDS_ses-pre", "post": "Zung_SDS_ses-post"})
+    totals = scores["total"].dropna()
+    assert totals.between(*zung.range).all()  # raw scores (20-80), not the 25-100 index
+    out = outcomes(scores, "zung_sds").dropna(subset=["baseline_total", "endpoint_total"])
+    expected = 100 * (out["endpoint_total"] - out["baseline_total"]) / (out["baseline_total"] - 20)
+    np.testing.assert_allclose(out["percent_change"], expected)
+    np.testing.assert_array_equal(out["remission"].astype(bool), out["endpoint_total"] < 40)

@@ -71,6 +71,18 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _instrument_from_sidecar(scores_path: Path) -> str:
+    """The instrument recorded in the JSON sidecar that ``theramark scales score`` wrote."""
+    sidecar = scores_path.with_suffix(".json")
+    try:
+        return str(json.loads(sidecar.read_text(encoding="utf-8"))["Parameters"]["instrument"])
+    except (OSError, KeyError, TypeError, json.JSONDecodeError):
+        raise BadInputError(
+            f"{scores_path}: say which instrument the totals belong to (--instrument ID); "
+            f"no readable sidecar {sidecar.name} records it"
+        ) from None
+
+
 def _outcomes(args: argparse.Namespace) -> int:
     from theramark.scales.outcomes import outcomes
 
@@ -80,7 +92,8 @@ def _outcomes(args: argparse.Namespace) -> int:
         if "group" in participants.columns and "group" not in scores.columns:
             scores = scores.merge(participants[["participant_id", "group"]], on="participant_id",
                                   how="left")
-    table = outcomes(scores, args.instrument, baseline=args.baseline, endpoint=args.endpoint,
+    instrument = args.instrument or _instrument_from_sidecar(Path(args.scores))
+    table = outcomes(scores, instrument, baseline=args.baseline, endpoint=args.endpoint,
                      reliability=args.reliability, source=str(args.scores))
     if args.output:
         write_tsv(args.output, table)
@@ -122,7 +135,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("outcomes", help="response, remission and reliable change from scores")
     p.add_argument("scores", metavar="SCORES.tsv")
-    p.add_argument("--instrument", required=True)
+    p.add_argument("--instrument", help="instrument id (default: the one recorded in SCORES.json)")
     p.add_argument("--baseline", default="pre")
     p.add_argument("--endpoint", default="post")
     p.add_argument("--reliability", type=float, default=None)

@@ -22,7 +22,8 @@ import numpy as np
 
 from theramark.errors import BadInputError
 
-_PACKAGE = "theramark.scales.instruments"
+_PACKAGE = "theramark.scales"
+_FOLDER = "instruments"  # package data (pyproject: scales/instruments/*.json), not a package
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,12 @@ class Band:
     strict: bool = False
 
     def describe(self, upper: Band | None) -> str:
-        low = f"> {self.threshold:g}" if self.strict else f"{self.threshold:g}"
+        """``"mild: 8 to < 14"``: the band's interval, given the next band up (or None)."""
+        low = f"> {self.threshold:g}" if self.strict else f">= {self.threshold:g}"
         if upper is None:
-            return f"{self.label}: {low} and above" if self.strict else f"{self.label}: >= {low}"
-        high = f"{upper.threshold:g}" if upper.strict else f"< {upper.threshold:g}"
-        if self.strict:
-            return f"{self.label}: {low} to {high}"
-        return f"{self.label}: {low} to {'<= ' + high if upper.strict else high}"
+            return f"{self.label}: {low}"
+        high = f"<= {upper.threshold:g}" if upper.strict else f"< {upper.threshold:g}"
+        return f"{self.label}: {low} and {high}"
 
 
 @dataclass(frozen=True)
@@ -259,13 +259,14 @@ def parse_instrument(spec: dict[str, Any], scoring: str | None = None) -> Instru
 
 @cache
 def _read_spec(instrument_id: str) -> str:
-    return resources.files(_PACKAGE).joinpath(f"{instrument_id}.json").read_text(encoding="utf-8")
+    return resources.files(_PACKAGE).joinpath(_FOLDER, f"{instrument_id}.json").read_text(encoding="utf-8")
 
 
 def available_instruments() -> list[str]:
     """Ids of every instrument defined in the package, sorted."""
     return sorted(
-        entry.name[:-5] for entry in resources.files(_PACKAGE).iterdir() if entry.name.endswith(".json")
+        entry.name[:-5] for entry in resources.files(_PACKAGE).joinpath(_FOLDER).iterdir()
+        if entry.name.endswith(".json")
     )
 
 

@@ -61,6 +61,8 @@ def describe(inst: Instrument) -> str:
                  + (" (scored min + max - answer)" if inst.reverse else ""))
     if inst.recode:
         lines.append("Recoding: " + ", ".join(f"{k} -> {v:g}" for k, v in inst.recode.items()))
+    if inst.domains:
+        lines.append("Domains:")
     for domain in inst.domains:
         lines.append(f"  domain {domain.name}: {domain.rule} of items {_ranges(domain.items)}")
     if inst.total_rule:

@@ -22,6 +22,8 @@ Prorated scores are not rounded; the ``prorated`` flag marks them.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -37,24 +39,22 @@ FLAG_COLUMNS = ["n_answered", "n_missing", "n_invalid", "prorated", "scored",
                 "missing_items", "invalid_items", "flags"]
 
 
-def _session_labels(values: pd.Series) -> pd.Series:
-    text = values.astype("string")
-    return text.str.replace(r"^ses-", "", regex=True)
-
-
 def _identifiers(table: pd.DataFrame, source: str) -> pd.DataFrame:
     """``participant_id`` (and ``session`` without ``ses-``) of every row, checked."""
     if "participant_id" not in table.columns:
         columns = ", ".join(map(str, table.columns))
         raise BadInputError(f"{source}: no 'participant_id' column (columns: {columns})")
-    ids = pd.DataFrame({"participant_id": table["participant_id"].astype("string")}, index=table.index)
     if "session_id" in table.columns and "session" not in table.columns:
         table = table.rename(columns={"session_id": "session"})
+    keys = [c for c in ("participant_id", "session") if c in table.columns]
+    empty = table[keys].isna().any(axis=1).to_numpy()
+    ids = pd.DataFrame({"participant_id": table["participant_id"].astype(str).str.strip()},
+                       index=table.index)
     if "session" in table.columns:
-        ids["session"] = _session_labels(table["session"])
-    empty = ids.isna().any(axis=1) | (ids["participant_id"].str.strip() == "")
+        ids["session"] = table["session"].astype(str).str.strip().str.replace(r"^ses-", "", regex=True)
+    empty = empty | (ids == "").any(axis=1).to_numpy()
     if empty.any():
-        rows = [str(i + 2) for i in np.flatnonzero(empty.to_numpy())]
+        rows = [str(i + 2) for i in np.flatnonzero(empty)]
         raise BadInputError(
             f"{source}: empty participant_id or session", [f"data row at line {r}" for r in rows[:50]]
         )
@@ -129,6 +129,15 @@ def _read_answers(table: pd.DataFrame, inst: Instrument, ids: pd.DataFrame, erro
         )
     if absent and errors == "raise":
         raise BadInputError(f"{source}: item columns missing for {inst.id}", absent)
+    pattern = re.compile(rf"^{re.escape(inst.id)}_(\d+)$")
+    extra = [str(c) for c in table.columns
+             if pattern.match(str(c)) and str(c) not in inst.item_columns]
+    if extra:
+        # e.g. HAMD-21 items in a table scored as HAMD-17: never drop answers silently
+        raise BadInputError(
+            f"{source}: column(s) {', '.join(extra)} look like items of {inst.id}, which has "
+            f"{inst.n_items} items; is this another version of the instrument? Remove or rename them.",
+        )
     who = ids["participant_id"].to_numpy(dtype=object)
     if "session" in ids.columns:
         who = who + ", session " + ids["session"].to_numpy(dtype=object)
@@ -154,13 +163,14 @@ def _read_answers(table: pd.DataFrame, inst: Instrument, ids: pd.DataFrame, erro
         invalid[:, j] = bad
         if bad.any():
             shown = np.array([_show(v) for v in raw[bad]], dtype=object)
-            invalid_text[bad] = invalid_text[bad] + column + "=" + shown + ", "
+            entry = column + "=" + shown
+            current = invalid_text[bad]
+            invalid_text[bad] = np.where(current == "", entry, current + ", " + entry)
             allowed = inst.allowed_text(j + 1)
             problems.extend(
                 (row, j, f"participant {w}, item {column}: value '{v}' not allowed (allowed: {allowed})")
                 for row, w, v in zip(np.flatnonzero(bad), who[bad], shown, strict=True)
             )
-    invalid_text = np.array([t[:-2] if t else "" for t in invalid_text], dtype=object) if n else invalid_text
     return answers, invalid, invalid_text, [text for _, _, text in sorted(problems)]
 
 
@@ -217,7 +227,8 @@ def combine(units: np.ndarray, low: np.ndarray, high: np.ndarray, rule: str,
         if rule == "mean":
             score = total / answered.sum(axis=1)
         elif rule == "sum":
-            a_min, a_max = answered @ low, answered @ high
+            weights = answered.astype(np.float64)  # bool @ float has no BLAS path
+            a_min, a_max = weights @ low, weights @ high
             t_min, t_max = low.sum(), high.sum()
             prorated = t_min + (total - a_min) * (t_max - t_min) / (a_max - a_min)
             score = np.where(n_missing == 0, total, prorated)
@@ -241,10 +252,24 @@ def _domains(scores: np.ndarray, inst: Instrument, lo: np.ndarray, hi: np.ndarra
 
 
 def _joined(mask: np.ndarray, names: list[str]) -> np.ndarray:
+    """``"a, b"``: the names whose column is set in each row of ``mask`` (n_rows, n_names).
+
+    Rows share few distinct patterns, so the text is built once per pattern and broadcast.
+    """
     text = np.full(mask.shape[0], "", dtype=object)
-    for j, name in enumerate(names):
-        text = text + np.where(mask[:, j], name + ", ", "")
-    return np.array([t[:-2] if t else "" for t in text], dtype=object) if len(text) else text
+    rows = np.flatnonzero(mask.any(axis=1))
+    if not len(rows):
+        return text
+    if mask.shape[1] <= 62:
+        keys = mask[rows].astype(np.int64) @ (np.int64(1) << np.arange(mask.shape[1], dtype=np.int64))
+        unique, inverse = np.unique(keys, return_inverse=True)
+        patterns = (unique[:, None] >> np.arange(mask.shape[1])) & 1
+    else:
+        patterns, inverse = np.unique(mask[rows], axis=0, return_inverse=True)
+    labels = np.array([", ".join(n for n, hit in zip(names, row, strict=True) if hit)
+                       for row in patterns.astype(bool)], dtype=object)
+    text[rows] = labels[inverse.reshape(-1)]
+    return text
 
 
 def score(
@@ -254,6 +279,7 @@ def score(
     items: Mapping[str, str] | None = None,
     scoring: str | None = None,
     source: str = "input table",
+    max_missing: int | None = None,
 ) -> pd.DataFrame:
     """Score a questionnaire for every row of a table.
 
@@ -264,7 +290,10 @@ def score(
     table : DataFrame
         Wide: ``participant_id``, optional ``session`` (``pre`` or ``ses-pre``), and item columns
         ``<id>_<n>``. Long: ``participant_id``, optional ``session``, ``item`` (``<id>_<n>`` or
-        ``n``) and ``value``. ``NaN``/``n/a`` is a missing answer. Other columns are ignored.
+        ``n``) and ``value``. ``NaN``/``n/a``/empty is a missing answer. An answer must be an
+        allowed integer; numbers written as text (``"3"``) or as whole floats (``3.0``, what a
+        column with missing values becomes) count, anything else (``"3a"``, ``2.5``, ``True``)
+        is a disallowed answer. Other columns are ignored.
     errors : {"raise", "flag"}
         ``"raise"``: any answer outside the allowed values (or an absent item column) raises one
         :class:`BadInputError` listing every offending participant, session, item, value and the
@@ -276,11 +305,15 @@ def score(
         A named alternative scoring of the instrument (``"continuous"`` for the SHAPS).
     source : str
         What the table is (a file name), used in messages.
+    max_missing : int, optional
+        Replaces the instrument's limit on missing units of the total (``theramark scales show``
+        states each instrument's rule and whether it is published or a theramark convention).
 
     Returns
     -------
     DataFrame
-        One row per input row (same order): ``participant_id``, ``session`` (when given),
+        One row per participant (× session): in input order for wide input, sorted for long
+        input. Columns: ``participant_id``, ``session`` (when given),
         ``total`` (n/a for instruments without one, or when too many items are missing),
         ``index`` (Zung SDS), one column per subscale and count, ``severity`` and
         ``<subscale>_severity`` (where bands are defined), then the flags ``n_answered``,
@@ -298,6 +331,10 @@ def score(
     if errors not in ERROR_MODES:
         raise BadInputError(f"errors must be one of {', '.join(ERROR_MODES)}, got '{errors}'")
     inst = load_instrument(instrument, scoring)
+    if max_missing is not None:
+        if not isinstance(max_missing, int | np.integer) or max_missing < 0:
+            raise BadInputError(f"max_missing must be a non-negative integer, got {max_missing!r}")
+        inst = dataclasses.replace(inst, max_missing=int(max_missing))
     if not isinstance(table, pd.DataFrame):
         raise BadInputError(f"{source}: expected a pandas DataFrame, got {type(table).__name__}")
     table = table.reset_index(drop=True)
@@ -379,18 +416,21 @@ def score(
 def _flag_text(out: pd.DataFrame, inst: Instrument, scored: np.ndarray,
                prorated: np.ndarray) -> np.ndarray:
     """Readable summary per row: what was missing or invalid and what the engine did about it."""
+    text = np.full(len(out), "", dtype=object)
     n_missing = out["n_missing"].to_numpy()
     n_invalid = out["n_invalid"].to_numpy()
-    parts = np.full(len(out), "", dtype=object)
-    has_missing = n_missing > 0
-    missing_items = out["missing_items"].to_numpy(dtype=object)
-    parts = parts + np.where(has_missing, n_missing.astype(str) + " missing (" + missing_items + ")", "")
-    has_invalid = n_invalid > 0
-    sep = np.where(has_missing & has_invalid, "; ", "")
-    parts = parts + sep + np.where(
-        has_invalid, n_invalid.astype(str) + " invalid (" + out["invalid_items"].to_numpy(dtype=object)
+    rows = np.flatnonzero((n_missing > 0) | (n_invalid > 0))
+    if not len(rows):
+        return text
+    miss, inv = n_missing[rows], n_invalid[rows]
+    missing_items = out["missing_items"].to_numpy(dtype=object)[rows]
+    missing_part = np.where(miss > 0, miss.astype(str) + " missing (" + missing_items + ")", "")
+    invalid_part = np.where(
+        inv > 0, inv.astype(str) + " invalid (" + out["invalid_items"].to_numpy(dtype=object)[rows]
         + ") treated as missing", "")
-    outcome = np.where(prorated, f"; prorated (at most {inst.max_missing} may be missing)", "")
-    outcome = np.where(~scored & (has_missing | has_invalid),
-                       f"; not scored (at most {inst.max_missing} may be missing)", outcome)
-    return np.where(has_missing | has_invalid, parts + outcome, "")
+    sep = np.where((miss > 0) & (inv > 0), "; ", "")
+    limit = f"(at most {inst.max_missing} may be missing)"
+    outcome = np.where(prorated[rows], f"; prorated {limit}", "")
+    outcome = np.where(~scored[rows], f"; not scored {limit}", outcome)
+    text[rows] = missing_part + sep + invalid_part + outcome
+    return text

@@ -104,8 +104,9 @@ def reliable_change_index(baseline: np.ndarray, endpoint: np.ndarray, sd: float,
     return (np.asarray(endpoint, float) - np.asarray(baseline, float)) / s_diff
 
 
-def _bool(values: np.ndarray) -> pd.array:
-    return pd.array([None if np.isnan(v) else bool(v) for v in values], dtype="boolean")
+def _bool(values: np.ndarray) -> pd.arrays.BooleanArray:
+    """0/1/NaN floats → nullable booleans (NaN → <NA>)."""
+    return pd.array(np.asarray(values, dtype=float), dtype="Float64").astype("boolean")
 
 
 def outcomes(
@@ -135,7 +136,8 @@ def outcomes(
     baseline, endpoint : str
         Session labels.
     reduction : float, optional
-        Fractional reduction that counts as response (default: the instrument's, else 0.5).
+        Fractional change toward health that counts as response (default: the instrument's
+        criterion, 0.5 for the depression scales; without one, ``response`` is n/a).
     reliability : float, optional
         Reliability for the RCI (default: the instrument file's). Without one, RCI columns are n/a.
     norms : mapping, optional
@@ -182,12 +184,15 @@ def outcomes(
         percent = np.where(span > 0, 100.0 * change / np.where(span > 0, span, 1.0), np.nan)
         percent = np.where(np.isnan(change), np.nan, percent)
 
-    if reduction is None:
-        reduction = float((inst.response or {}).get("reduction", 0.5))
+    if reduction is None and inst.response:
+        reduction = float(inst.response["reduction"])
     direction = -1.0 if worse_up else 1.0
-    with np.errstate(invalid="ignore"):
-        response = np.where(np.isnan(percent), np.nan,
-                            (direction * percent >= 100 * reduction).astype(float))
+    if reduction is None:  # no published response criterion and none given
+        response = np.full(len(pre), np.nan)
+    else:
+        with np.errstate(invalid="ignore"):
+            response = np.where(np.isnan(percent), np.nan,
+                                (direction * percent >= 100 * reduction).astype(float))
     remission = inst.remission_of(post) if inst.remission else np.full(len(post), np.nan)
 
     info: dict[str, Any] = {"instrument": inst.id, "baseline": baseline, "endpoint": endpoint,
@@ -241,7 +246,7 @@ def outcomes(
     out["clinically_significant"] = _bool(clin)
     out["jt_category"] = category
     first, when = _time_to_response(wide, baseline, endpoint, sessions, time, floor, direction,
-                                    reduction)
+                                    reduction if reduction is not None else np.inf)
     out["response_session"] = first
     out["time_to_response"] = when
     out.attrs.update(info)

@@ -7,6 +7,10 @@ Configuration (``[scales]`` in study.toml)::
     baseline = "pre"
     endpoint = "post"
     errors = "flag"         # one bad answer must not stop a study; problems go to the report
+    scoring = {shaps = "continuous"}   # named alternative scorings per instrument
+
+The SHAPS defaults to its continuous scoring (Franken et al. 2007, 14-56) in the pipeline because
+group analyses model it as a continuous outcome; ``scoring = {shaps = "original"}`` gives 0-14.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from theramark.scales.definitions import available_instruments, load_instrument
 from theramark.scales.engine import score
 from theramark.scales.outcomes import outcomes, rates_by_group, trajectory_summary
 
-DEFAULTS = {"primary": "", "baseline": "pre", "endpoint": "post", "errors": "flag"}
+DEFAULTS = {"primary": "", "baseline": "pre", "endpoint": "post", "errors": "flag",
+            "scoring": {"shaps": "continuous"}}
 
 
 def find_instrument_tables(phenotype_dir: Path) -> dict[str, Path]:
@@ -41,7 +46,8 @@ def find_instrument_tables(phenotype_dir: Path) -> dict[str, Path]:
         if path.stem in known:
             found[path.stem] = path
     for path in files:
-        header = path.open(encoding="utf-8").readline().rstrip("\n").split("\t")
+        with path.open(encoding="utf-8-sig") as handle:
+            header = handle.readline().rstrip("\r\n").split("\t")
         for ident in known:
             if ident in found:
                 continue
@@ -71,10 +77,12 @@ def choose_primary(requested: str, scored: list[str]) -> str | None:
 def group_step(ctx) -> list:
     """Score every known instrument in ``ctx.bids_dir/phenotype`` and compute outcomes.
 
-    Writes ``group/scales/scores_<id>.tsv`` (+ JSON sidecars), ``group/scales/outcomes.tsv`` and
-    ``group/scales/flags.tsv``; sets ``ctx.results["scores"]`` (id → DataFrame, with ``group``),
-    ``ctx.results["outcomes"]`` (primary instrument, per participant) and
-    ``ctx.results["scale_flags"]``; returns the report sections.
+    Writes ``group/scales/scores_<id>.tsv`` (+ JSON sidecars), ``group/scales/outcomes.tsv``
+    (primary instrument), ``outcomes_all.tsv`` (every instrument measured at baseline and endpoint,
+    with an ``instrument`` column) and ``flags.tsv``; sets ``ctx.results["scores"]`` (id →
+    DataFrame, with ``group``), ``ctx.results["outcomes"]`` (primary instrument, one row per
+    participant), ``ctx.results["outcomes_all"]``, ``ctx.results["scale_flags"]`` and
+    ``ctx.results["primary_instrument"]``; returns the report sections.
     """
     from theramark.report.sections.scales import build_sections
 
@@ -90,8 +98,12 @@ def group_step(ctx) -> list:
     flag_frames, failures = [], []
     for ident, path in tables.items():
         table = read_tsv(path, dtype={"participant_id": str, "session": str})
+        if "participant_id" in table.columns:  # contracts: IDs carry the sub- prefix
+            ids = table["participant_id"]
+            table["participant_id"] = ids.where(ids.isna() | ids.str.startswith("sub-"), "sub-" + ids)
         try:
-            scores = score(ident, table, errors=cfg["errors"], source=str(path))
+            scores = score(ident, table, errors=cfg["errors"], source=str(path),
+                           scoring=cfg["scoring"].get(ident))
         except BadInputError as exc:
             if cfg["errors"] == "raise":
                 raise
@@ -99,11 +111,14 @@ def group_step(ctx) -> list:
                              "flags": f"not scored: {exc}"})
             continue
         if groups is not None:
+            attrs = dict(scores.attrs)
             scores = scores.merge(groups, on="participant_id", how="left")
+            scores.attrs.update(attrs)
         all_scores[ident] = scores
         write_tsv(out_dir / f"scores_{ident}.tsv", scores)
         write_json(out_dir / f"scores_{ident}.json",
-                   provenance({"instrument": ident, "errors": cfg["errors"]}, inputs={"items": path}))
+                   provenance({"instrument": ident, "errors": cfg["errors"],
+                               "scoring": scores.attrs["scoring"]}, inputs={"items": path}))
         flagged = scores.loc[scores["flags"] != ""]
         if len(flagged):
             keep = [c for c in ("participant_id", "session", "flags") if c in flagged.columns]
@@ -116,14 +131,22 @@ def group_step(ctx) -> list:
     write_tsv(out_dir / "flags.tsv", flags)
 
     primary = choose_primary(cfg["primary"], list(all_scores))
-    outcome_table = pd.DataFrame()
-    if primary is not None and "session" in all_scores[primary].columns:
-        sessions = set(all_scores[primary]["session"].dropna())
-        if {cfg["baseline"], cfg["endpoint"]} <= sessions:
-            outcome_table = outcomes(all_scores[primary], primary, baseline=cfg["baseline"],
-                                     endpoint=cfg["endpoint"], source=f"scores_{primary}.tsv")
-            write_tsv(out_dir / "outcomes.tsv", outcome_table)
-            write_json(out_dir / "outcomes.json", provenance(dict(outcome_table.attrs)))
+    by_instrument = {
+        ident: outcomes(table, ident, baseline=cfg["baseline"], endpoint=cfg["endpoint"],
+                        source=f"scores_{ident}.tsv")
+        for ident, table in all_scores.items()
+        if "session" in table.columns
+        and {cfg["baseline"], cfg["endpoint"]} <= set(table["session"].dropna())
+    }
+    outcome_table = by_instrument.get(primary, pd.DataFrame())
+    if len(outcome_table):
+        write_tsv(out_dir / "outcomes.tsv", outcome_table)
+        write_json(out_dir / "outcomes.json", provenance(dict(outcome_table.attrs)))
+    all_outcomes = (pd.concat(by_instrument.values(), ignore_index=True) if by_instrument
+                    else pd.DataFrame())
+    if len(all_outcomes):
+        write_tsv(out_dir / "outcomes_all.tsv", all_outcomes)
+    ctx.results["outcomes_all"] = all_outcomes
     ctx.results["scores"] = all_scores
     ctx.results["outcomes"] = outcome_table
     ctx.results["scale_flags"] = flags

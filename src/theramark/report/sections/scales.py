@@ -47,6 +47,7 @@ def trajectory_figure(scores: pd.DataFrame, summary: pd.DataFrame, instrument: s
                                              stats["ci_high"] - stats["mean"]],
                     color="#23395d", lw=2, marker="o", capsize=4, label="mean ± 95% CI")
         ax.set_xticks(range(len(order)), order)
+        ax.set_xlim(-0.25, len(order) - 0.75)
         ax.set_title(f"{group} (n = {wide.shape[0]})", fontsize=10)
         ax.set_xlabel("session")
     axes[0][0].set_ylabel(f"{instrument} total")
@@ -92,11 +93,12 @@ def build_sections(scores: dict[str, pd.DataFrame], outcome_table: pd.DataFrame,
         section.add(Table(trajectory, caption=f"{primary}: mean total by group and session (95% CI)"))
     if rates is not None and len(rates):
         attrs = outcome_table.attrs
+        reduction = attrs.get("reduction")
+        criterion = f">= {100 * reduction:g}% change" if reduction is not None else "no criterion"
         section.add(Table(
             rates[["group", "n", "n_response", "response_rate", "n_remission", "remission_rate"]],
-            caption=(f"{primary}: response (>= {100 * attrs.get('reduction', 0.5):g}% reduction "
-                     f"from {attrs.get('baseline', 'baseline')} to {attrs.get('endpoint', 'endpoint')}) "
-                     "and remission at endpoint, by group")))
+            caption=(f"{primary}: response ({criterion} from {attrs.get('baseline', 'baseline')} "
+                     f"to {attrs.get('endpoint', 'endpoint')}) and remission at endpoint, by group")))
     if len(outcome_table) and outcome_table["jt_category"].notna().any():
         counts = (outcome_table.groupby(["group", "jt_category"]).size().unstack(fill_value=0)
                   .reset_index() if "group" in outcome_table.columns else
