@@ -144,3 +144,31 @@ def test_longitudinal_combat_keeps_participant_effects():
     assert r > 0.5
     with pytest.raises(BadInputError, match="participants"):
         LongitudinalComBat().fit(data, meta["site"], meta[["session"]])
+
+
+def test_longitudinal_combat_location_model_is_the_reml_mixed_model():
+    import warnings
+
+    from statsmodels.regression.mixed_linear_model import MixedLM
+
+    rng = np.random.default_rng(4)
+    n_sub = 30
+    site_of = np.repeat(["a", "b", "c"], 10)
+    meta = pd.DataFrame({
+        "participant_id": np.tile([f"s{j}" for j in range(n_sub)], 2),
+        "site": np.tile(site_of, 2), "session": np.repeat(["pre", "post"], n_sub),
+    })
+    person = rng.normal(0, 1, n_sub)
+    y = (np.tile(person, 2) + 0.8 * (meta["site"] == "b") - 0.3 * (meta["session"] == "post")
+         + rng.normal(0, 0.5, 2 * n_sub)).to_numpy()
+    data = np.column_stack([y, y * 2 + rng.normal(0, 0.1, 2 * n_sub)])
+    model = LongitudinalComBat().fit(data, meta["site"], meta[["session"]], meta["participant_id"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = MixedLM.from_formula("y ~ 0 + C(site) + C(session)", meta.assign(y=y),
+                                   groups=meta["participant_id"]).fit(reml=True)
+    site_coefs = ref.fe_params[[f"C(site)[{s}]" for s in "abc"]].to_numpy()
+    assert model.grand_mean_[0] == pytest.approx(site_coefs.mean(), rel=1e-4)
+    assert model.var_pooled_[0] == pytest.approx(ref.scale, rel=1e-4)
+    assert model.beta_covariates_[0, 0] == pytest.approx(
+        ref.fe_params["C(session)[T.pre]"], rel=1e-4)

@@ -9,6 +9,8 @@ import io
 import numpy as np
 import pytest
 import statsmodels.api as sm
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
@@ -40,6 +42,19 @@ def test_fdr_bh_keeps_shape_and_nans_out_of_m():
     assert np.isnan(q[1, 2]) and np.isnan(q[4, 0])
     finite = ~np.isnan(p)
     np.testing.assert_allclose(q[finite], multipletests(p[finite], method="fdr_bh")[1], rtol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.floats(0, 1), st.just(float("nan")), st.sampled_from([0.0, 0.05, 1.0])),
+                min_size=1, max_size=40))
+def test_fdr_bh_property_matches_statsmodels(values):
+    p = np.array(values)
+    q = fdr_bh(p)
+    finite = ~np.isnan(p)
+    assert np.array_equal(np.isnan(q), ~finite)
+    if finite.any():
+        np.testing.assert_allclose(q[finite], multipletests(p[finite], method="fdr_bh")[1],
+                                   rtol=1e-12, atol=1e-300)
 
 
 def test_fdr_bh_rejects_out_of_range():
@@ -126,6 +141,44 @@ def test_sign_flip_null_matches_literal_reference():
     model = np.hstack([design, covariate])
     expected = _reference_null(change, model, np.array([1.0, 0.0]), [1], draws, signs=True)
     np.testing.assert_allclose(result.null_max, expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize(("whole_blocks", "site_columns"),
+                         [(False, True), (True, True), (False, False)])
+def test_block_permutation_null_matches_literal_reference(whole_blocks, site_columns):
+    rng = np.random.default_rng(21)
+    sites = np.repeat([0, 1, 2], 8)
+    group = np.tile(np.r_[np.ones(4), np.zeros(4)], 3)
+    if site_columns:
+        design = np.column_stack([(sites[:, None] == np.arange(3)).astype(float), group])
+    else:
+        design = np.column_stack([np.ones(24), group])
+    contrast = np.r_[np.zeros(design.shape[1] - 1), 1.0]
+    data = rng.normal(size=(24, 15)) + np.array([0.0, 3.0, -2.0])[sites][:, None]
+    age = rng.normal(size=(24, 1))
+    n_perm = 40
+    result = max_t_permutation(data, design, contrast, n_permutations=n_perm, blocks=sites,
+                               whole_blocks=whole_blocks, nuisance=age,
+                               random_state=np.random.RandomState(4))
+    draws = ExchangeabilityScheme(24, "permute", sites, whole_blocks).draw(
+        np.random.RandomState(4), n_perm)
+    model = np.hstack([design, age])
+    nuisance_cols = [k for k in range(model.shape[1]) if k != design.shape[1] - 1]
+    expected = _reference_null(data, model, np.r_[contrast, 0.0], nuisance_cols, draws)
+    np.testing.assert_allclose(result.null_max, expected, rtol=1e-9)
+
+
+def test_single_precision_close_to_double():
+    rng = np.random.default_rng(22)
+    data, design, age = _study(rng, n=40, p=300, effect=1.0)
+    kwargs = dict(n_permutations=200, nuisance=age, random_state=0)
+    double = max_t_permutation(data, design, [0, 1], **kwargs)
+    single = max_t_permutation(data, design, [0, 1], precision="single", **kwargs)
+    np.testing.assert_array_equal(single.statistic, double.statistic)
+    np.testing.assert_allclose(single.null_max, double.null_max, rtol=1e-4)
+    assert np.abs(single.p_fwe - double.p_fwe).max() <= 2 / 201
+    with pytest.raises(BadInputError, match="precision"):
+        max_t_permutation(data, design, [0, 1], precision="half", **kwargs)
 
 
 def test_manly_permutes_raw_data():
@@ -254,8 +307,10 @@ def test_constant_feature_gets_zero_t_not_nan():
 def test_torch_backend_equals_numpy():
     rng = np.random.default_rng(11)
     data, design, age = _study(rng, effect=1.0)
-    for scheme in ("permute", "sign_flip"):
-        kwargs = dict(n_permutations=60, nuisance=age, random_state=2, scheme=scheme)
+    sites = np.repeat([0, 1], 15)
+    for scheme, blocks in (("permute", None), ("sign_flip", None), ("permute", sites)):
+        kwargs = dict(n_permutations=60, nuisance=age, random_state=2, scheme=scheme,
+                      blocks=blocks)
         ref = max_t_permutation(data, design, [0, 1], **kwargs)
         gpu = max_t_permutation(data, design, [0, 1], backend="torch", **kwargs)
         np.testing.assert_allclose(gpu.statistic, ref.statistic, rtol=1e-12)
@@ -335,6 +390,12 @@ def test_nbs_split_signs_reports_each_sign():
     assert set(frame.sign) >= {1, -1}
     assert frame.p_fwe.min() <= 0.05
     assert np.all(np.diff(result.statistic) <= 0)
+    first = frame.iloc[0]
+    expected_nodes = {f"node_{i}" for i in np.flatnonzero(result.components[0].any(axis=0))}
+    assert set(first.nodes.split(";")) == expected_nodes and first.n_nodes == len(expected_nodes)
+    assert frame.nodes.str.startswith("node_").all()
+    named = result.to_frame([f"roi{i}" for i in range(14)])
+    assert named.nodes.str.contains("roi").all()
     edges = result.edges_frame([f"roi{i}" for i in range(14)])
     assert set(edges.columns) == {"component", "node_a", "node_b", "t", "p_fwe"}
     assert len(edges) == int(result.sizes.sum())
@@ -416,6 +477,12 @@ def test_nbs_torch_backend_equals_numpy():
         gpu = nbs(x, y, 2.5, n_permutations=40, random_state=1, paired=paired, backend="torch")
         np.testing.assert_array_equal(ref.null_max, gpu.null_max)
         np.testing.assert_array_equal(ref.p_values, gpu.p_values)
+    data, design, age = _three_arms(rng)
+    kwargs = dict(nuisance=age, n_permutations=30, random_state=2, measure="intensity")
+    ref = nbs_glm(data, design, [[0, 1, 0], [0, 0, 1]], 3.0, **kwargs)
+    gpu = nbs_glm(data, design, [[0, 1, 0], [0, 0, 1]], 3.0, backend="torch", **kwargs)
+    np.testing.assert_allclose(gpu.null_max, ref.null_max, rtol=1e-10)
+    np.testing.assert_array_equal(gpu.p_values, ref.p_values)
 
 
 @pytest.mark.parametrize("method", ["freedman_lane", "manly"])
@@ -426,3 +493,59 @@ def test_constant_feature_zero_under_both_methods(method):
     result = max_t_permutation(data, design, [0, 1], n_permutations=20, random_state=0,
                                method=method)
     assert result.statistic[2] == 0.0 and result.p_uncorrected[2] == 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# F contrasts (nbs_glm with a contrast matrix)
+# ---------------------------------------------------------------------------------------------
+def _three_arms(rng, n_per_arm=8, n_nodes=10):
+    arms = np.repeat([0, 1, 2], n_per_arm)
+    n = arms.size
+    design = np.column_stack([np.ones(n), arms == 1, arms == 2]).astype(float)
+    age = rng.normal(size=(n, 1))
+    data = _symmetric(rng, n, n_nodes) + 0.5 * age[:, :, None]
+    return data, design, age
+
+
+def test_f_contrast_edges_match_statsmodels_f_test():
+    rng = np.random.default_rng(23)
+    data, design, age = _three_arms(rng)
+    contrast = np.array([[0.0, 1, 0], [0, 0, 1]])
+    result = nbs_glm(data, design, contrast, 3.0, n_permutations=20, nuisance=age,
+                     random_state=0)
+    model = np.hstack([design, age])
+    f_contrast = np.array([[0.0, 1, 0, 0], [0, 0, 1, 0]])
+    for i, j in [(0, 1), (2, 7), (5, 9)]:
+        fit = sm.OLS(data[:, i, j], model).fit()
+        expected = float(np.squeeze(fit.f_test(f_contrast).fvalue))
+        assert result.t[i, j] == pytest.approx(expected, rel=1e-10)
+    assert set(result.signs.tolist()) <= {0}
+
+
+def test_f_permutation_null_matches_literal_refit():
+    from theramark.group._permutation_backend import NumpyBackend, PermutedOLS
+
+    rng = np.random.default_rng(24)
+    data, design, age = _three_arms(rng)
+    edges = data[:, *np.triu_indices(10, 1)]
+    model = np.hstack([design, age])
+    contrast = np.array([[0.0, 1, 0, 0], [0, 0, 1, 0]])
+    engine = PermutedOLS(edges, model, contrast, "freedman_lane", NumpyBackend(),
+                         np.ones((24, 1)))
+    perms = np.random.default_rng(0).permuted(np.tile(np.arange(24), (5, 1)), axis=1)
+    got = engine.batch(permutations=perms)
+    z = model[:, [0, 3]]
+    fitted_z = z @ np.linalg.lstsq(z, edges, rcond=None)[0]
+    for b, perm in enumerate(perms):
+        y_star = (edges - fitted_z)[perm] + fitted_z
+        for j in (0, 11, 40):
+            fit = sm.OLS(y_star[:, j], model).fit()
+            expected = float(np.squeeze(fit.f_test(contrast).fvalue))
+            assert got[b, j] == pytest.approx(expected, rel=1e-9)
+
+
+def test_contrast_matrix_rejected_by_max_t():
+    rng = np.random.default_rng(25)
+    data, design, _ = _study(rng, n=12, p=3)
+    with pytest.raises(BadInputError, match="one contrast"):
+        max_t_permutation(data, design, [[0, 1], [1, 0]], n_permutations=5)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from theramark.group.inference import max_t_permutation, nbs
+from theramark.group.inference import max_t_permutation, nbs, nbs_glm
 
 ALPHA = 0.05
 N_STUDIES = 1000
@@ -114,15 +114,30 @@ def test_fwer_nbs(paired, measure):
     if measure == "extent":
         # Edge counts are integers: ties make the test conservative, never liberal.
         rate, se = hits / N_STUDIES, np.sqrt(ALPHA * (1 - ALPHA) / N_STUDIES)
-        assert 0.02 <= rate <= ALPHA + 3 * se, f"FWER {rate:.3f}"
+        assert 0.01 <= rate <= ALPHA + 3 * se, f"FWER {rate:.3f}"  # measured: 0.022
     else:
         _assert_fwer(hits)
 
 
 @pytest.mark.slow
-def test_power_max_t_and_nbs_planted_effects():
-    rng = np.random.default_rng(105)
-    n_studies = 60
+def test_fwer_nbs_f_three_arms_with_covariate():
+    rng = np.random.default_rng(106)
+    arms = np.repeat([0, 1, 2], 8)
+    design = np.column_stack([np.ones(24), arms == 1, arms == 2]).astype(float)
+    contrast = np.array([[0.0, 1, 0], [0, 0, 1]])
+    hits = 0
+    for study in range(N_STUDIES):
+        age = rng.normal(size=(24, 1)) + 0.5 * (arms == 2)[:, None]
+        data = _symmetric(rng, 24, 12) + age[:, :, None]
+        result = nbs_glm(data, design, contrast, 3.5, n_permutations=N_PERMUTATIONS,
+                         nuisance=age, measure="intensity", random_state=study)
+        hits += bool(result.p_values.size) and result.p_values.min() <= ALPHA
+    _assert_fwer(hits)
+
+
+def measured_power(n_studies: int = 60, seed: int = 105) -> dict[str, float]:
+    """Power on planted effects (also used to report the numbers)."""
+    rng = np.random.default_rng(seed)
     # max-T: d = 1.5 on 3 of 25 features, 15 + 15 participants, covariate as nuisance.
     design = np.column_stack([np.ones(30), np.r_[np.ones(15), np.zeros(15)]])
     found, false = 0, 0
@@ -134,10 +149,7 @@ def test_power_max_t_and_nbs_planted_effects():
                                    n_permutations=N_PERMUTATIONS, random_state=study)
         found += int((result.p_fwe[:3] <= ALPHA).sum())
         false += int((result.p_fwe[3:] <= ALPHA).any())
-    power = found / (3 * n_studies)
-    assert power >= 0.6, f"max-T power {power:.2f}"
-    assert false / n_studies <= 0.15
-    # NBS: a 5-node clique (10 edges) shifted by 1.2 SD, 12 + 12 participants.
+    # NBS: a 5-node clique (10 edges) shifted by 1.2 SD, 12 + 12 participants, 12 nodes.
     detected = 0
     clique = np.arange(5)
     for study in range(n_studies):
@@ -145,7 +157,16 @@ def test_power_max_t_and_nbs_planted_effects():
         y = _symmetric(rng, 12, 12)
         x[:, clique[:, None], clique[None, :]] += 1.2
         result = nbs(x, y, 2.5, n_permutations=N_PERMUTATIONS, random_state=study)
-        hit = [k for k, c in enumerate(result.components)
-               if result.p_values[k] <= ALPHA and c[np.ix_(clique, clique)].any()]
-        detected += bool(hit)
-    assert detected / n_studies >= 0.7, f"NBS power {detected / n_studies:.2f}"
+        detected += any(result.p_values[k] <= ALPHA and c[np.ix_(clique, clique)].any()
+                        for k, c in enumerate(result.components))
+    return {"max_t_power_per_feature": found / (3 * n_studies),
+            "max_t_fwer_null_features": false / n_studies,
+            "nbs_power": detected / n_studies}
+
+
+@pytest.mark.slow
+def test_power_max_t_and_nbs_planted_effects():
+    power = measured_power()
+    assert power["max_t_power_per_feature"] >= 0.6, power
+    assert power["max_t_fwer_null_features"] <= 0.15, power
+    assert power["nbs_power"] >= 0.7, power

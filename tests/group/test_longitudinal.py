@@ -238,6 +238,14 @@ def test_planted_effects_found_and_null_calibrated():
     theoretical = stats.nct.sf(stats.t.ppf(0.975, 57), 57, 0.8 / (0.6 * np.sqrt(2))
                                / np.sqrt(2 / n_per_arm))
     assert power == pytest.approx(theoretical, abs=0.08)
+    # 95% CIs cover the truth: the estimate's on null features, Hedges' g's on planted ones
+    null_rows = cbt.iloc[:n_null]
+    covered = (null_rows["ci_low"] < 0) & (null_rows["ci_high"] > 0)
+    assert abs(covered.mean() - 0.95) < 0.015
+    true_g = 0.8 / (0.6 * np.sqrt(2))
+    planted = cbt.iloc[n_null:]
+    g_covered = (planted["hedges_g_ci_low"] < true_g) & (planted["hedges_g_ci_high"] > true_g)
+    assert abs(g_covered.mean() - 0.95) < 0.05
     mbct_p = result.loc[result["arm"] == "MBCT", "p"].to_numpy()
     assert abs(np.mean(mbct_p < 0.05) - 0.05) < 0.015  # no MBCT effect planted anywhere
 

@@ -25,6 +25,13 @@ def _brain_mask() -> np.ndarray:
     return (((ijk - centre) / radii) ** 2).sum(axis=0) < 1
 
 
+def _c_order_columns(mask_img) -> np.ndarray:
+    """Our column of each in-mask voxel in nilearn's (C) order."""
+    mask = np.asanyarray(mask_img.dataobj) != 0
+    c_order = np.ravel_multi_index(np.nonzero(mask), mask.shape, order="F")
+    return np.searchsorted(_image.mask_indices(mask_img), c_order)
+
+
 @pytest.fixture(scope="module")
 def run_files(tmp_path_factory):
     rng = np.random.default_rng(0)
@@ -40,11 +47,13 @@ def run_files(tmp_path_factory):
 def test_masked_loading_equals_nilearn(run_files):
     from nilearn.masking import apply_mask
 
-    bold_path, mask_path, _, _ = run_files
-    data, _, _ = _image.load_masked_bold(bold_path, mask_path)
-    expected = apply_mask(str(bold_path), str(mask_path))
+    bold_path, mask_path, _, mask = run_files
+    data, _, mask_img = _image.load_masked_bold(bold_path, mask_path)
+    expected = apply_mask(str(bold_path), str(mask_path))  # columns in C order
     assert data.dtype == np.float32
-    np.testing.assert_array_equal(data, expected)
+    np.testing.assert_array_equal(data[:, _c_order_columns(mask_img)], expected)
+    roundtrip = _image.unmask(data[3], mask_img).get_fdata()
+    np.testing.assert_array_equal(roundtrip[mask], expected[3])
 
 
 def test_masked_loading_applies_scaling(tmp_path):
@@ -56,9 +65,10 @@ def test_masked_loading_applies_scaling(tmp_path):
     assert loaded.dataobj.slope != 1
     mask = np.zeros((2, 3, 4), bool)
     mask[1, 2, :] = mask[0, 0, 1] = True
-    data = _image.read_masked(loaded, _image.mask_indices(nib.Nifti1Image(mask.astype(np.uint8),
-                                                                          np.eye(4))))
-    np.testing.assert_allclose(data, loaded.get_fdata()[mask].T, rtol=1e-6)
+    flat = _image.mask_indices(nib.Nifti1Image(mask.astype(np.uint8), np.eye(4)))
+    data = _image.read_masked(loaded, flat)
+    expected = loaded.get_fdata().reshape(-1, 5, order="F")[flat].T
+    np.testing.assert_allclose(data, expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["literature", "power264", "dosenbach160", "seitzman300"])
@@ -75,7 +85,7 @@ def test_sphere_membership_equals_nilearn(run_files, name):
         _, affinity = apply_mask_and_get_affinity(
             roiset.coordinates()[chosen], None, radius, True, mask_img=mask_img)
         rows = [matrix.names.index(n) for n in roiset.table["name"][chosen]]
-        ours = (matrix.matrix[rows] > 0).astype(int)
+        ours = (matrix.matrix[rows][:, _c_order_columns(mask_img)] > 0).astype(int)
         assert (ours != (affinity.tocsr() > 0).astype(int)).nnz == 0
 
 

@@ -71,6 +71,8 @@ def test_cross_level_moderation_by_baseline_anhedonia():
     assert inter["ci_low"] < -0.3 < inter["ci_high"] and inter["p"] < 1e-4
 
 
+@pytest.mark.filterwarnings("ignore:ema_multilevel")  # boundary fits are expected in small nulls
+@pytest.mark.filterwarnings("ignore:invalid value encountered in sqrt")
 def test_null_within_effect_is_not_found():
     p = [ema_multilevel(_simulate_ema(n_people=20, days=3, within=0.0, slope_sd=0.0,
                                       seed=50 + r), "positive_affect", "social_contact",
@@ -127,3 +129,14 @@ def test_bad_inputs():
     with pytest.raises(BadInputError, match="at least 5"):
         ema_multilevel(df[df["participant_id"].isin(["sub-000", "sub-001"])],
                        "positive_affect", "social_contact")
+
+
+def test_nullable_integers_and_other_participant_column():
+    df = _simulate_ema(n_people=15, days=2, prompts=4, seed=7)
+    df["social_contact"] = (df["social_contact"] > 3).astype("Int64")
+    df.loc[[0, 5], "social_contact"] = pd.NA
+    df = df.rename(columns={"participant_id": "person"})
+    res = ema_multilevel(df, "positive_affect", "social_contact", participant="person",
+                         random_slope=False)
+    assert res.attrs["n_dropped"] == 2 and res.attrs["n_participants"] == 15
+    assert np.isfinite(res[["estimate", "se"]].to_numpy()).all()

@@ -12,7 +12,7 @@ import statsmodels.formula.api as smf
 from tests.conftest import shared_path
 from theramark.errors import BadInputError
 from theramark.psychosocial import mediation
-from theramark.psychosocial.mediation import batched_ols, bootstrap_counts
+from theramark.psychosocial.mediation import MomentBootstrap, bootstrap_counts
 
 
 def _simulate(n, a, b, c=0.0, seed=0, n_cov=0):
@@ -170,15 +170,20 @@ def test_models_14_and_58_conditional_effects(tal_or):
 
 def test_batched_bootstrap_equals_explicit_resampling():
     df = _simulate(60, 0.5, 0.5, seed=4)
-    design = np.column_stack([np.ones(60), df[["x", "m"]].to_numpy()])
+    table = np.column_stack([np.ones(60), df[["x", "m", "y"]].to_numpy()])
+    engine = MomentBootstrap(table, ["(intercept)", "x", "m", "y"])
     rng = np.random.default_rng(0)
     counts = bootstrap_counts(rng, 7, 60)
     assert counts.sum(axis=1).tolist() == [60] * 7
-    beta = batched_ols(counts.astype(float), design, df["y"].to_numpy())
+    moments = engine.moments(counts.astype(float))
+    beta = engine.solve(moments, ["(intercept)", "x", "m"], "y")
+    sd_y = engine.sd(moments, "y")
     for k in range(7):
         rows = np.repeat(np.arange(60), counts[k])
-        expected, *_ = np.linalg.lstsq(design[rows], df["y"].to_numpy()[rows], rcond=None)
+        design = table[rows][:, :3]
+        expected, *_ = np.linalg.lstsq(design, df["y"].to_numpy()[rows], rcond=None)
         np.testing.assert_allclose(beta[k], expected, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(sd_y[k], df["y"].to_numpy()[rows].std(ddof=1), rtol=1e-8)
 
 
 def test_bootstrap_se_matches_delta_method_and_is_seeded():

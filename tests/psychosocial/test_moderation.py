@@ -67,6 +67,7 @@ def test_two_level_text_moderator_is_coded_and_stated():
     assert res.loc["conditional[sex=0]", "p"] < 1e-4 < res.loc["conditional[sex=1]", "p"]
 
 
+@pytest.mark.slow
 def test_null_interaction_false_positive_rate():
     p = [moderation(_simulate(60, 0.3, 0.0, seed=100 + r), "x", "w", "y").loc["interaction", "p"]
          for r in range(200)]

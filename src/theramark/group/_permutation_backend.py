@@ -5,8 +5,10 @@ contrast for every feature. With the full model ``M = U S V'`` (thin SVD, rank r
 ``c``, ``c'beta = w' U' Y`` with ``w = S^-1 V' c`` and ``Var(c'beta) = sigma^2 ||w||^2``. For a
 permuted response ``Y* = P R`` the projection ``U' P R = (P' U)' R`` is one matrix product of the
 permuted basis (B*r x n) with the residuals (n x p); the residual sum of squares is the permutation
-invariant ``||R||^2`` minus ``||U' P R||^2``. The cost per permutation is r*n*p multiply-adds and the
-Python loop runs over batches only.
+invariant ``||R||^2`` minus ``||U' P R||^2``. Model directions that every draw leaves unchanged
+(the intercept under permutation; block indicators under within-block permutation) project onto a
+constant, computed once. The cost per permutation is r'*n*p multiply-adds (r' the remaining rank)
+and the Python loop runs over batches only.
 
 Backends: numpy (the reference), cupy and torch (CPU or CUDA). Permutations are always drawn on
 the CPU with numpy so that every backend sees the same ones.
@@ -14,6 +16,7 @@ the CPU with numpy so that every backend sees the same ones.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from typing import Any
 
@@ -22,6 +25,25 @@ import numpy as np
 from theramark.errors import BadInputError
 
 BACKENDS = ("numpy", "torch", "cupy", "auto")
+# Below this many multiply-adds a BLAS call runs faster on one thread: waking the BLAS thread pool
+# costs more than the product itself, and far more on a busy machine.
+_SINGLE_THREAD_MACS = 1 << 24
+_blas_controller: Any = None
+
+
+def _single_threaded_blas() -> Any:
+    """Context manager limiting BLAS to one thread (a no-op without threadpoolctl)."""
+    global _blas_controller
+    if _blas_controller is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _blas_controller = ThreadpoolController()
+        except ImportError:  # threadpoolctl comes with scikit-learn; be safe without it
+            _blas_controller = False
+    if _blas_controller is False:
+        return contextlib.nullcontext()
+    return _blas_controller.limit(limits=1, user_api="blas")
 
 
 class NumpyBackend:
@@ -29,8 +51,8 @@ class NumpyBackend:
 
     name = "numpy"
 
-    def asarray(self, array: np.ndarray) -> Any:
-        return np.ascontiguousarray(array, dtype=np.float64)
+    def asarray(self, array: np.ndarray, dtype: Any = np.float64) -> Any:
+        return np.ascontiguousarray(array, dtype=dtype)
 
     def as_index(self, array: np.ndarray) -> Any:
         return np.asarray(array, dtype=np.intp)
@@ -38,32 +60,54 @@ class NumpyBackend:
     def to_numpy(self, array: Any) -> np.ndarray:
         return np.asarray(array)
 
-    def sum(self, array: Any, axis: int) -> Any:
-        return array.sum(axis=axis)
-
-    def einsum(self, subscripts: str, *operands: Any) -> Any:
-        return np.einsum(subscripts, *operands)
+    def matmul(self, a: Any, b: Any) -> Any:
+        if a.shape[0] * a.shape[1] * b.shape[1] < _SINGLE_THREAD_MACS:
+            with _single_threaded_blas():
+                return a @ b
+        return a @ b
 
     def amax(self, array: Any, axis: int) -> Any:
         return array.max(axis=axis)
 
-    def sqrt(self, array: Any) -> Any:
-        return np.sqrt(array)
-
     def abs(self, array: Any) -> Any:
         return np.abs(array)
-
-    def clip_min(self, array: Any, low: float) -> Any:
-        return np.maximum(array, low)
-
-    def where(self, condition: Any, a: Any, b: Any) -> Any:
-        return np.where(condition, a, b)
 
     def swap01(self, array: Any) -> Any:
         return array.transpose(1, 0, 2)
 
     def count_ge(self, array: Any, reference: Any) -> Any:
         return (array >= reference).sum(axis=0)
+
+    def abs_(self, array: Any) -> Any:
+        """Absolute value, in place."""
+        return np.abs(array, out=array)
+
+    def finish(self, projection, w, fixed_num, fixed_explained, total_ss, tiny_rss, df):
+        """t (``w`` of shape (r,)) or F (``w`` of shape (r, q)) from the projections (B, r, p).
+
+        Works in place to spare passes over memory.
+        """
+        if w.ndim == 1:
+            num = np.einsum("brp,r->bp", projection, w)
+        else:
+            num = np.einsum("brp,rq->bqp", projection, w)
+        num += fixed_num
+        rss = np.einsum("brp,brp->bp", projection, projection)
+        rss += fixed_explained
+        np.subtract(total_ss, rss, out=rss)
+        bad = rss <= tiny_rss
+        rss /= df
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if w.ndim == 1:
+                np.sqrt(rss, out=rss)
+                stat = np.divide(num, rss, out=num)
+            else:
+                stat = np.einsum("bqp,bqp->bp", num, num)
+                stat /= w.shape[1]
+                np.divide(stat, rss, out=stat)
+        if bad.any():
+            stat[bad] = 0.0
+        return stat
 
 
 class CupyBackend(NumpyBackend):
@@ -76,8 +120,8 @@ class CupyBackend(NumpyBackend):
 
         self.xp = cupy
 
-    def asarray(self, array: np.ndarray) -> Any:
-        return self.xp.asarray(np.ascontiguousarray(array, dtype=np.float64))
+    def asarray(self, array: np.ndarray, dtype: Any = np.float64) -> Any:
+        return self.xp.asarray(np.ascontiguousarray(array, dtype=dtype))
 
     def as_index(self, array: np.ndarray) -> Any:
         return self.xp.asarray(np.asarray(array, dtype=np.int64))
@@ -85,20 +129,11 @@ class CupyBackend(NumpyBackend):
     def to_numpy(self, array: Any) -> np.ndarray:
         return self.xp.asnumpy(array)
 
-    def einsum(self, subscripts: str, *operands: Any) -> Any:
-        return self.xp.einsum(subscripts, *operands)
-
-    def sqrt(self, array: Any) -> Any:
-        return self.xp.sqrt(array)
+    def matmul(self, a: Any, b: Any) -> Any:
+        return a @ b
 
     def abs(self, array: Any) -> Any:
         return self.xp.abs(array)
-
-    def clip_min(self, array: Any, low: float) -> Any:
-        return self.xp.maximum(array, low)
-
-    def where(self, condition: Any, a: Any, b: Any) -> Any:
-        return self.xp.where(condition, a, b)
 
 
 class TorchBackend:
@@ -114,8 +149,11 @@ class TorchBackend:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
 
-    def asarray(self, array: np.ndarray) -> Any:
-        return self.torch.as_tensor(np.ascontiguousarray(array, dtype=np.float64), device=self.device)
+    def asarray(self, array: Any, dtype: Any = np.float64) -> Any:
+        if self.torch.is_tensor(array):
+            return array
+        return self.torch.as_tensor(np.ascontiguousarray(array, dtype=np.dtype(dtype)),
+                                    device=self.device)
 
     def as_index(self, array: np.ndarray) -> Any:
         return self.torch.as_tensor(np.asarray(array, dtype=np.int64), device=self.device)
@@ -123,34 +161,39 @@ class TorchBackend:
     def to_numpy(self, array: Any) -> np.ndarray:
         return array.detach().cpu().numpy()
 
-    def sum(self, array: Any, axis: int) -> Any:
-        return array.sum(dim=axis)
-
-    def einsum(self, subscripts: str, *operands: Any) -> Any:
-        return self.torch.einsum(subscripts, *operands)
+    def matmul(self, a: Any, b: Any) -> Any:
+        return a @ b
 
     def amax(self, array: Any, axis: int) -> Any:
         return array.amax(dim=axis)
 
-    def sqrt(self, array: Any) -> Any:
-        return self.torch.sqrt(array)
-
     def abs(self, array: Any) -> Any:
         return self.torch.abs(array)
-
-    def clip_min(self, array: Any, low: float) -> Any:
-        return self.torch.clamp(array, min=low)
-
-    def where(self, condition: Any, a: Any, b: Any) -> Any:
-        if not self.torch.is_tensor(b):
-            b = self.torch.as_tensor(b, dtype=a.dtype, device=a.device)
-        return self.torch.where(condition, a, b)
 
     def swap01(self, array: Any) -> Any:
         return array.permute(1, 0, 2)
 
     def count_ge(self, array: Any, reference: Any) -> Any:
         return (array >= reference).sum(dim=0)
+
+    def abs_(self, array: Any) -> Any:
+        return array.abs_()
+
+    def finish(self, projection, w, fixed_num, fixed_explained, total_ss, tiny_rss, df):
+        torch = self.torch
+        if w.ndim == 1:
+            num = torch.einsum("brp,r->bp", projection, w) + fixed_num
+        else:
+            num = torch.einsum("brp,rq->bqp", projection, w) + fixed_num
+        rss = total_ss - (torch.einsum("brp,brp->bp", projection, projection) + fixed_explained)
+        bad = rss <= tiny_rss
+        variance = torch.clamp(rss, min=0.0) / df
+        variance = torch.where(bad, torch.ones_like(variance), variance)
+        if w.ndim == 1:
+            stat = num / torch.sqrt(variance)
+        else:
+            stat = (num * num).sum(dim=1) / w.shape[1] / variance
+        return torch.where(bad, torch.zeros_like(stat), stat)
 
 
 def _torch_has_cuda() -> bool:
@@ -215,10 +258,20 @@ class PermutedOLS:
         Freedman–Lane permutes the residuals of the reduced model (the model with the contrast's
         space removed, Beckmann's partition); Manly permutes the data themselves.
     backend : backend object from :func:`get_backend`.
+    invariant : ndarray, shape (n_obs, k), optional
+        Columns spanning vectors that every draw leaves unchanged (the constant, or block
+        indicators for within-block permutations). Model directions inside that span project the
+        permuted residuals onto a constant, computed once instead of per permutation.
+    precision : {"double", "single"}
+        Floating-point precision of the permutation products (the observed statistic is always
+        computed in double precision).
     """
 
     def __init__(self, data: np.ndarray, model: np.ndarray, contrast: np.ndarray, method: str,
-                 backend: Any) -> None:
+                 backend: Any, invariant: np.ndarray | None = None,
+                 precision: str = "double") -> None:
+        if precision not in ("double", "single"):
+            raise BadInputError(f"precision must be 'double' or 'single', got {precision!r}")
         n_obs = data.shape[0]
         u, s, vt = _orthonormal_basis(model)
         rank = u.shape[1]
@@ -226,36 +279,61 @@ class PermutedOLS:
         if self.df < 1:
             raise BadInputError(
                 f"design has rank {rank} with {n_obs} observations: no residual degrees of freedom")
-        # The contrast must lie in the row space of the model to be estimable.
-        projected = vt.T @ (vt @ contrast)
-        if not np.allclose(projected, contrast, atol=1e-8 * max(1.0, np.abs(contrast).max())):
+        # Each contrast row must lie in the row space of the model to be estimable.
+        contrasts = np.atleast_2d(contrast)
+        projected = (vt.T @ (vt @ contrasts.T)).T
+        if not np.allclose(projected, contrasts, atol=1e-8 * max(1.0, np.abs(contrasts).max())):
             raise BadInputError("contrast is not estimable from the design (it is not in the row "
                                 "space of the design matrix; check for collinear columns)")
-        w = (vt @ contrast) / s
+        weights = (vt @ contrasts.T) / s[:, None]                # (r, q): C beta = W' U' Y
+        self.n_contrasts = q = contrasts.shape[0]
+        gram = weights.T @ weights
+        eigenvalues, eigenvectors = np.linalg.eigh(gram)
+        if eigenvalues.min() <= 1e-10 * eigenvalues.max():
+            raise BadInputError("contrast rows are linearly dependent: give independent rows")
+        # L = W (W'W)^(-1/2): then ||L' U' Y||^2 / q is the F numerator (sigma^2 units) and, for
+        # one row, L' U' Y / sigma is the t statistic.
+        loadings = weights @ (eigenvectors / np.sqrt(eigenvalues)) @ eigenvectors.T
         self.rank = rank
-        self.w_norm2 = float(w @ w)
-        # Reduced (nuisance) model: the model with the contrast direction removed.
-        c_pinv = contrast / float(contrast @ contrast)
-        nuisance = model - np.outer(model @ contrast, c_pinv)
+        self.statistic = "t" if q == 1 else "F"
+        # Reduced (nuisance) model: the model with the contrasts' row space removed.
+        row_space = np.linalg.pinv(contrasts) @ contrasts
+        nuisance = model - model @ row_space
         uz, _, _ = _orthonormal_basis(nuisance)
         if method == "freedman_lane" and uz.shape[1]:
             residuals = data - uz @ (uz.T @ data)
         else:
-            residuals = data
+            residuals = np.array(data, dtype=np.float64)
         total_ss = np.einsum("ij,ij->j", residuals, residuals)
         scale = np.einsum("ij,ij->j", data, data)
         # Features the reduced model fits exactly (constant ones, say) leave only rounding noise:
-        # they get t = 0 (as bctpy does) instead of noise / noise.
-        self.degenerate = total_ss <= 1e-24 * scale + 1e-300
+        # zero them so that they get t = 0 (as bctpy does) instead of noise / noise.
+        degenerate = total_ss <= 1e-24 * scale + 1e-300
+        if degenerate.any():
+            residuals[:, degenerate] = 0.0
+            total_ss[degenerate] = 0.0
+        self._observed_inputs = (u, loadings, residuals, total_ss)
+
+        # Rotate the model basis so that its first columns span the directions every draw leaves
+        # unchanged: their projections are the same for all permutations.
+        u_fixed, u_moving, w_fixed, w_moving = _split_invariant(u, loadings, invariant)
+        fixed_projection = u_fixed.T @ residuals
+        self.rank_moving = u_moving.shape[1]
+        dtype = np.float64 if precision == "double" else np.float32
+        self.dtype = dtype
         self.backend = backend
-        self.u_t = backend.asarray(u.T)                       # (r, n)
-        self.w = backend.asarray(w)                          # (r,)
-        self.residuals = backend.asarray(residuals)          # (n, p)
-        self.total_ss = backend.asarray(total_ss)            # (p,)
-        self.degenerate_dev = backend.asarray(self.degenerate.astype(np.float64)) > 0.5
+        self.u_t = backend.asarray(u_moving.T, dtype)                    # (r', n)
+        self.w = backend.asarray(w_moving[:, 0] if q == 1 else w_moving, dtype)  # (r',[q])
+        self.residuals = backend.asarray(residuals, dtype)               # (n, p)
+        fixed_num = w_fixed.T @ fixed_projection                         # (q, p)
+        self.fixed_num = backend.asarray(fixed_num[0] if q == 1 else fixed_num, dtype)
+        self.fixed_explained = backend.asarray(
+            np.einsum("ij,ij->j", fixed_projection, fixed_projection), dtype)
+        self.total_ss = backend.asarray(total_ss, dtype)                 # (p,)
+        self.tiny_rss = backend.asarray(1e-12 * total_ss if precision == "double"
+                                        else 1e-5 * total_ss, dtype)
         self.n_obs = n_obs
         self.n_features = data.shape[1]
-        self._observed_inputs = (u, w, residuals, total_ss)
 
     def observed(self) -> np.ndarray:
         """t statistics of the unpermuted data, shape (n_features,).
@@ -264,14 +342,18 @@ class PermutedOLS:
         Freedman–Lane (the reduced model's fit lies in the full model's space) with less
         cancellation.
         """
-        u, w, residuals, total_ss = self._observed_inputs
+        u, loadings, residuals, total_ss = self._observed_inputs
         g = u.T @ residuals
-        num = w @ g
-        rss = np.maximum(total_ss - np.einsum("ij,ij->j", g, g), 0.0)
-        se = np.sqrt(rss / self.df * self.w_norm2)
+        num = loadings.T @ g                                             # (q, p)
+        rss = total_ss - np.einsum("ij,ij->j", g, g)
+        bad = rss <= 1e-12 * total_ss
         with np.errstate(divide="ignore", invalid="ignore"):
-            t = num / se
-        return np.where(self.degenerate | (rss <= 1e-12 * total_ss), 0.0, t)
+            if self.n_contrasts == 1:
+                stat = num[0] / np.sqrt(rss / self.df)
+            else:
+                stat = np.einsum("qp,qp->p", num, num) / self.n_contrasts / (rss / self.df)
+        stat[bad] = 0.0
+        return stat
 
     def batch(self, permutations: np.ndarray | None = None,
               signs: np.ndarray | None = None) -> Any:
@@ -286,13 +368,25 @@ class PermutedOLS:
             inverse = np.argsort(permutations, axis=1)
             basis = bk.swap01(self.u_t[:, bk.as_index(inverse)])          # (B, r, n)
         else:
-            basis = self.u_t[None, :, :] * bk.asarray(signs)[:, None, :]  # (B, r, n)
+            signs_dev = bk.asarray(signs, self.dtype)
+            basis = self.u_t[None, :, :] * signs_dev[:, None, :]          # (B, r, n)
         n_batch = basis.shape[0]
-        projection = (basis.reshape(n_batch * r, n) @ self.residuals).reshape(n_batch, r, -1)
-        num = bk.einsum("brp,r->bp", projection, self.w)
-        explained = bk.einsum("brp,brp->bp", projection, projection)
-        rss = bk.clip_min(self.total_ss[None, :] - explained, 0.0)
-        se = bk.sqrt(rss * (self.w_norm2 / self.df))
-        bad = self.degenerate_dev[None, :] | (rss <= 1e-12 * self.total_ss[None, :])
-        se = bk.where(bad, 1.0, se)
-        return bk.where(bad, 0.0, num / se)
+        projection = bk.matmul(basis.reshape(n_batch * r, n), self.residuals)
+        projection = projection.reshape(n_batch, r, -1)
+        return bk.finish(projection, self.w, self.fixed_num, self.fixed_explained,
+                         self.total_ss, self.tiny_rss, self.df)
+
+
+def _split_invariant(u: np.ndarray, w: np.ndarray, invariant: np.ndarray | None):
+    """Split the model basis into draw-invariant directions and the rest (rotating ``w``)."""
+    r = u.shape[1]
+    if invariant is None or r == 0:
+        return u[:, :0], u, w[:0], w
+    q, _, _ = _orthonormal_basis(invariant)
+    # Principal vectors between span(u) and span(q): cosines of 1 mark the shared directions.
+    a, cosines, _ = np.linalg.svd(u.T @ q, full_matrices=True)
+    n_shared = int(np.sum(cosines > 1 - 1e-9))
+    rotated = u @ a
+    w_rotated = a.T @ w
+    return (rotated[:, :n_shared], rotated[:, n_shared:], w_rotated[:n_shared],
+            w_rotated[n_shared:])

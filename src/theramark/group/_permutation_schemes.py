@@ -67,6 +67,18 @@ class ExchangeabilityScheme:
             order = np.argsort(self.block_codes, kind="stable")
             self._positions = order.reshape(counts.size, counts[0])
 
+    def invariant_basis(self) -> np.ndarray | None:
+        """Columns spanning vectors that every draw leaves unchanged (None for sign-flips).
+
+        Within-block permutations keep any vector that is constant inside each block; other
+        permutations keep the constant vector.
+        """
+        if self.scheme == "sign_flip":
+            return None
+        if self.block_codes is None or self.whole_blocks:
+            return np.ones((self.n_obs, 1))
+        return (self.block_codes[:, None] == np.arange(self.block_codes.max() + 1)).astype(float)
+
     def draw(self, rng: np.random.Generator | np.random.RandomState,
              n_draws: int) -> np.ndarray:
         """``n_draws`` permutations (int array) or sign-flips (float ±1 array), shape (B, n)."""

@@ -118,7 +118,7 @@ class RemlFit:
 
 
 def fit_reml(
-    stats: _Stats, theta_max: float = 100.0, n_grid: int = 61, n_golden: int = 70
+    stats: _Stats, theta_max: float = 1000.0, n_grid: int = 71, n_golden: int = 70
 ) -> RemlFit:
     """Maximize the restricted likelihood over ``theta = tau / sigma`` in ``[0, theta_max]``.
 

@@ -5,7 +5,8 @@
   an OLS contrast, with Freedman–Lane handling of nuisance covariates, sign-flips for paired change
   scores and exchangeability blocks (PALM's conventions; Winkler et al. 2014, NeuroImage 92:381).
 - :func:`nbs`: the network-based statistic (Zalesky et al. 2010, NeuroImage 53:1197) for two
-  groups or paired sessions, and :func:`nbs_glm` for any OLS contrast.
+  groups or paired sessions, and :func:`nbs_glm` for any OLS contrast (t, or F for a contrast
+  matrix).
 
 Every permutation engine here is vectorized over features and over batches of permutations; the
 unpermuted statistic counts as one member of the null distribution, so p >= 1/(n_permutations+1).
@@ -47,7 +48,8 @@ _TAILS = {"both": "both", "greater": "greater", "right": "greater", "less": "les
 # Bytes of working memory one batch of permutations may use (float64 projections and t maps).
 _BATCH_BYTES = 256 * 2**20
 # Relative tolerance when comparing permuted and observed statistics, so that a permutation
-# equal to the identity counts as "at least as extreme" despite rounding.
+# equal to the identity counts as "at least as extreme" despite rounding (1e-5 in single
+# precision).
 _TIE_RTOL = 1e-10
 
 
@@ -130,8 +132,9 @@ class PermutationResult:
 
 
 def _tail_transform(t, tail: str, backend=None):
+    """Statistic whose large values are evidence for ``tail`` (in place on backend arrays)."""
     if tail == "both":
-        return np.abs(t) if backend is None else backend.abs(t)
+        return np.abs(t) if backend is None else backend.abs_(t)
     if tail == "less":
         return -t
     return t
@@ -160,22 +163,35 @@ def _as_matrix(values: Any, name: str, n_rows: int | None = None) -> np.ndarray:
     return array
 
 
-def _prepare_engine(data, design, contrast, nuisance, method, backend):
+def _prepare_engine(data, design, contrast, nuisance, method, backend, exchange_args,
+                    precision="double", allow_f=False):
     y = _as_matrix(data, "data")
     n_obs = y.shape[0]
     x = _as_matrix(design, "design", n_obs)
-    c = np.asarray(contrast, dtype=np.float64).ravel()
-    if c.shape[0] != x.shape[1]:
-        raise BadInputError(f"contrast has {c.shape[0]} weights for {x.shape[1]} design columns")
-    if not np.any(c != 0):
-        raise BadInputError("contrast is all zeros")
+    c = np.asarray(contrast, dtype=np.float64)
+    if c.ndim == 2 and c.shape[0] == 1:
+        c = c[0]
+    if c.ndim == 2 and not allow_f:
+        raise BadInputError("max_t_permutation tests one contrast: give a vector of "
+                            f"{x.shape[1]} weights, got shape {c.shape}")
+    if c.ndim not in (1, 2):
+        raise BadInputError(f"contrast must be a vector or a matrix (rows = contrasts), got "
+                            f"shape {c.shape}")
+    if c.shape[-1] != x.shape[1]:
+        raise BadInputError(f"contrast has {c.shape[-1]} weights for {x.shape[1]} design columns")
+    if not np.all(np.any(np.atleast_2d(c) != 0, axis=1)):
+        raise BadInputError("contrast (or one of its rows) is all zeros")
     if nuisance is not None:
         z = _as_matrix(nuisance, "nuisance", n_obs)
         x = np.hstack([x, z])
-        c = np.concatenate([c, np.zeros(z.shape[1])])
+        c = np.concatenate([c, np.zeros(c.shape[:-1] + (z.shape[1],))], axis=-1)
     if method not in ("freedman_lane", "manly"):
         raise BadInputError(f"method must be 'freedman_lane' or 'manly', got {method!r}")
-    return PermutedOLS(y, x, c, method, get_backend(backend)), n_obs
+    scheme, blocks, whole_blocks = exchange_args
+    exchange = ExchangeabilityScheme(n_obs, scheme, block_codes(blocks, n_obs), whole_blocks)
+    engine = PermutedOLS(y, x, c, method, get_backend(backend), exchange.invariant_basis(),
+                         precision)
+    return engine, exchange
 
 
 def _batch_size(chunk_size: int | None, n_obs: int, n_features: int, rank: int) -> int:
@@ -208,6 +224,7 @@ def max_t_permutation(
     chunk_size: int | None = None,
     *,
     whole_blocks: bool = False,
+    precision: str = "double",
 ) -> PermutationResult:
     """Max-statistic permutation test of an OLS contrast over many features.
 
@@ -250,6 +267,9 @@ def max_t_permutation(
         permutation); by default a batch uses about 256 MiB.
     whole_blocks : bool
         See ``blocks``.
+    precision : {"double", "single"}
+        Precision of the permutation products. "single" halves time and memory (null maxima
+        then carry about 1e-6 relative rounding); the observed t is always double.
 
     Returns
     -------
@@ -257,14 +277,16 @@ def max_t_permutation(
     """
     tail = _check_tail(tail)
     n_permutations = _check_n_permutations(n_permutations)
-    engine, n_obs = _prepare_engine(data, design, contrast, nuisance, method, backend)
-    exchange = ExchangeabilityScheme(n_obs, scheme, block_codes(blocks, n_obs), whole_blocks)
+    engine, exchange = _prepare_engine(data, design, contrast, nuisance, method, backend,
+                                       (scheme, blocks, whole_blocks), precision)
+    n_obs = engine.n_obs
     rng = as_random_source(random_state)
     bk = engine.backend
 
     observed = engine.observed()
     observed_tail = _tail_transform(observed, tail)
-    threshold = observed_tail - _TIE_RTOL * np.maximum(np.abs(observed_tail), 1.0)
+    tie_rtol = _TIE_RTOL if precision == "double" else 1e-5
+    threshold = observed_tail - tie_rtol * np.maximum(np.abs(observed_tail), 1.0)
     threshold_dev = bk.asarray(threshold)
     counts = bk.asarray(np.zeros(engine.n_features))
     null_max = np.empty(n_permutations)
@@ -287,7 +309,7 @@ def max_t_permutation(
         n_permutations=n_permutations, tail=tail,
         parameters={"scheme": scheme, "method": method, "backend": bk.name,
                     "whole_blocks": whole_blocks, "blocks": blocks is not None,
-                    "df": engine.df})
+                    "df": engine.df, "precision": precision})
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,7 +341,8 @@ class NBSResult:
     null_max : ndarray, shape (n_permutations,)
         Largest component statistic of each permutation.
     t : ndarray, shape (n_nodes, n_nodes)
-        Observed edge t statistics (symmetric, zero diagonal).
+        Observed edge statistics (t; F for a multi-row contrast in :func:`nbs_glm`), symmetric
+        with a zero diagonal.
     """
 
     components: list[np.ndarray]
@@ -335,23 +358,32 @@ class NBSResult:
     measure: str
 
     def to_frame(self, node_names: Sequence[str] | None = None) -> pd.DataFrame:
-        """One row per component: ``component, sign, n_edges, n_nodes, statistic, p_fwe``."""
+        """One row per component: ``component, sign, n_edges, n_nodes, statistic, p_fwe, nodes``.
+
+        ``nodes`` lists the component's nodes (``node_names``, or ``node_<index>``), ";"-joined.
+        """
+        names = self._node_names(node_names)
         rows = []
         for k, mask in enumerate(self.components):
+            members = np.flatnonzero(mask.any(axis=0))
             rows.append({"component": k + 1, "sign": int(self.signs[k]),
-                         "n_edges": int(self.sizes[k]),
-                         "n_nodes": int(np.count_nonzero(mask.any(axis=0))),
-                         "statistic": float(self.statistic[k]), "p_fwe": float(self.p_values[k])})
+                         "n_edges": int(self.sizes[k]), "n_nodes": int(members.size),
+                         "statistic": float(self.statistic[k]), "p_fwe": float(self.p_values[k]),
+                         "nodes": ";".join(str(n) for n in names[members])})
         return pd.DataFrame(rows, columns=["component", "sign", "n_edges", "n_nodes", "statistic",
-                                           "p_fwe"])
+                                           "p_fwe", "nodes"])
 
-    def edges_frame(self, node_names: Sequence[str] | None = None) -> pd.DataFrame:
-        """One row per component edge: ``component, node_a, node_b, t, p_fwe``."""
+    def _node_names(self, node_names: Sequence[str] | None) -> np.ndarray:
         n_nodes = self.t.shape[0]
         names = np.asarray(list(node_names) if node_names is not None else
                            [f"node_{i}" for i in range(n_nodes)], dtype=object)
         if names.shape[0] != n_nodes:
             raise BadInputError(f"node_names has {names.shape[0]} names for {n_nodes} nodes")
+        return names
+
+    def edges_frame(self, node_names: Sequence[str] | None = None) -> pd.DataFrame:
+        """One row per component edge: ``component, node_a, node_b, t, p_fwe``."""
+        names = self._node_names(node_names)
         frames = []
         for k, mask in enumerate(self.components):
             i, j = np.nonzero(np.triu(mask, 1))
@@ -389,8 +421,10 @@ def _components(maps: np.ndarray, threshold: float, rows_iu: np.ndarray, cols_iu
     -------
     graph_max : ndarray, shape (G,)
         Largest component statistic of each map (0 when nothing is supra-threshold).
-    labels, edge_graph, edge_index, edge_label, component_stat : arrays describing the components,
-        used to extract the observed components.
+    details : tuple of ndarray
+        ``(graph_of_edge, edge_index, edge_label, component_stat)``: for each supra-threshold
+        edge its map, its upper-triangle index and its component label; and each label's
+        statistic. Used to extract the observed components.
     """
     n_graphs, _ = maps.shape
     supra = maps > threshold
@@ -425,6 +459,8 @@ def _run_nbs(engine: PermutedOLS, exchange: ExchangeabilityScheme, rng, n_nodes:
 
     observed = engine.observed()
     maps, signs = _signed_maps(observed[None, :], tail, split_signs)
+    if engine.statistic == "F":
+        signs = [0]
     n_signs = len(signs)
     _, (graph_of_edge, edge_index, edge_label, component_stat) = _components(
         maps.reshape(n_signs, -1), threshold, rows_iu, cols_iu, n_nodes, measure)
@@ -566,8 +602,9 @@ def nbs(
                                   np.r_[np.ones(n_x), np.zeros(n_y)]])
         contrast = np.array([0.0, 1.0])
         scheme = "permute"
-    engine = PermutedOLS(data, design, contrast, "freedman_lane", get_backend(backend))
     exchange = ExchangeabilityScheme(data.shape[0], scheme)
+    engine = PermutedOLS(data, design, contrast, "freedman_lane", get_backend(backend),
+                         exchange.invariant_basis())
     return _run_nbs(engine, exchange, as_random_source(random_state), n_nodes, threshold, tail,
                     measure, split_signs, n_permutations, chunk_size)
 
@@ -594,15 +631,19 @@ def nbs_glm(
     """Network-based statistic for any OLS contrast (covariates, change scores, blocks).
 
     The edge statistic is the t of ``contrast`` in ``data ~ [design, nuisance]`` fitted per edge,
-    with the null made exactly as in :func:`max_t_permutation` (Freedman–Lane, sign-flips,
-    exchangeability blocks).
+    or the F of a contrast matrix (one row per contrast, e.g. the differences between three
+    arms), with the null made exactly as in :func:`max_t_permutation` (Freedman–Lane, sign-flips,
+    exchangeability blocks). With F the threshold applies to F, the test is one-sided and
+    components have sign 0.
 
     Parameters
     ----------
     data : array_like, shape (n_obs, n_nodes, n_nodes)
         Symmetric connectivity matrices (e.g. post - pre change per participant).
-    design, contrast, scheme, blocks, nuisance, method, tail, random_state, whole_blocks,
-    backend, chunk_size :
+    contrast : array_like, shape (n_regressors,) or (n_contrasts, n_regressors)
+        A vector gives a t statistic; a matrix with several rows gives an F statistic.
+    design, scheme, blocks, nuisance, method, tail, random_state, whole_blocks, backend,
+    chunk_size :
         As in :func:`max_t_permutation`.
     threshold, measure, split_signs :
         As in :func:`nbs`.
@@ -614,7 +655,9 @@ def nbs_glm(
     tail = _check_tail(tail)
     n_permutations = _check_n_permutations(n_permutations)
     edges, n_nodes = _edges_from_matrices(data, "data")
-    engine, n_obs = _prepare_engine(edges, design, contrast, nuisance, method, backend)
-    exchange = ExchangeabilityScheme(n_obs, scheme, block_codes(blocks, n_obs), whole_blocks)
+    engine, exchange = _prepare_engine(edges, design, contrast, nuisance, method, backend,
+                                       (scheme, blocks, whole_blocks), allow_f=True)
+    if engine.statistic == "F":
+        tail, split_signs = "greater", False  # F is one-sided; components carry sign 0
     return _run_nbs(engine, exchange, as_random_source(random_state), n_nodes, threshold, tail,
                     measure, split_signs, n_permutations, chunk_size)

@@ -138,9 +138,11 @@ class MixedModelResult:
             name = factor.name()
             if info.type == "categorical":
                 factor_levels[name] = list(info.categories)
+            elif name in data:
+                numeric_means[name] = float(data[name].mean())
             else:
-                numeric_means[name] = float(data.eval(name).mean()) if name not in data else float(
-                    data[name].mean())
+                raise BadInputError(f"emmeans: covariate term '{name}' is not a plain column; "
+                                    "add the transformed variable as a column")
         unknown = [s for s in specs if s not in factor_levels]
         if unknown:
             raise BadInputError(f"emmeans: {unknown} are not factors of the model "
@@ -149,7 +151,7 @@ class MixedModelResult:
                                           names=list(factor_levels)).to_frame(index=False)
         for name, value in numeric_means.items():
             grid[name] = value
-        for name, levels in factor_levels.items():
+        for name in factor_levels:
             original = data[name] if name in data else None
             if original is not None and isinstance(original.dtype, pd.CategoricalDtype):
                 grid[name] = pd.Categorical(grid[name], categories=original.cat.categories)

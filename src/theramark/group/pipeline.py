@@ -98,6 +98,12 @@ def _harmonize(wide: pd.DataFrame, sessions: pd.DataFrame, cfg: dict, baseline: 
     # a covariate constant where the model is fitted cannot be estimated there
     preserve = [c for c in preserve if meta.loc[fit_rows, c].astype(str).nunique() > 1]
     covars = meta[preserve].copy()
+    if "group" in preserve and "session" in preserve:
+        # preserve the group × session cells, not only the main effects: the treatment effect is
+        # the interaction, and ComBat rescales whatever its model leaves in the residuals
+        covars["group_session"] = (meta["group"].astype(str) + ":" + meta["session"].astype(str))
+        covars = covars.drop(columns=["group", "session"])
+        preserve = [c for c in preserve if c not in ("group", "session")] + ["group_session"]
     for column in covars:
         if not pd.api.types.is_numeric_dtype(covars[column]):
             covars[column] = covars[column].astype(str)
@@ -105,13 +111,13 @@ def _harmonize(wide: pd.DataFrame, sessions: pd.DataFrame, cfg: dict, baseline: 
     model_class = LongitudinalComBat if longitudinal else ComBat
     model = model_class(parametric=cfg["parametric"], empirical_bayes=cfg["empirical_bayes"],
                         ref_site=cfg["ref_site"] or None, categorical=[
-                            c for c in preserve if not pd.api.types.is_numeric_dtype(covars[c])])
+                            c for c in covars if not pd.api.types.is_numeric_dtype(covars[c])])
     participants = meta["participant_id"].astype(str).to_numpy()
     values = wide.to_numpy(float)
     model.fit(values[fit_rows], sites.to_numpy()[fit_rows],
               covars[fit_rows].reset_index(drop=True), participants[fit_rows])
     # ComBat is an affine map per feature: fill gaps, transform, and restore the gaps
-    usable = meta[preserve].notna().all(axis=1).to_numpy() & sites.isin(model.sites_).to_numpy()
+    usable = covars.notna().all(axis=1).to_numpy() & sites.isin(model.sites_).to_numpy()
     filled = np.where(np.isfinite(values), values, np.nanmean(values, axis=0))
     out = values.copy()
     out[usable] = model.transform(filled[usable], sites.to_numpy()[usable],
@@ -171,6 +177,31 @@ def _family_corrections(result: pd.DataFrame, model_table: pd.DataFrame, feature
     return result
 
 
+def _marginal_means(model_table: pd.DataFrame, group_time: pd.DataFrame, cfg: dict,
+                    session_order: list[str], max_features: int = 20) -> pd.DataFrame | None:
+    """Estimated marginal means (group × session) of the FDR-significant features (REML fits)."""
+    from theramark.group.longitudinal import fit_mixed_model
+
+    significant = group_time[group_time["q_fdr"] < cfg["alpha"]].sort_values("p")
+    chosen = list(dict.fromkeys(significant["feature"]))[:max_features]
+    if not chosen:
+        return None
+    arms = [a for a in dict.fromkeys(group_time["arm"])]
+    levels = [cfg["reference_group"], *arms]
+    data = model_table[model_table["group"].astype(str).isin(levels)].copy()
+    data["group"] = pd.Categorical(data["group"].astype(str), levels)
+    data["session"] = pd.Categorical(data["session"].astype(str), session_order)
+    rhs = " + ".join(["group * session", *cfg["covariates"],
+                      *(f"{c} * session" for c in cfg["change_covariates"])])
+    frames = []
+    for feature in chosen:
+        subset = data.rename(columns={feature: "value"})
+        fit = fit_mixed_model(subset, f"value ~ {rhs}", groups="participant_id")
+        frames.append(fit.emmeans(["group", "session"]).assign(feature=feature))
+    table = pd.concat(frames, ignore_index=True)
+    return table[["feature", *[c for c in table.columns if c != "feature"]]]
+
+
 def _edge_matrices(change: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, list[str]]:
     pairs = [split_feature_key(k)[2].split("__") for k in keys]
     nodes = sorted({n for pair in pairs for n in pair})
@@ -208,8 +239,9 @@ def group_step(ctx) -> list:
     wide = wide_features(features, measures=cfg["measures"])
     sessions = session_table(features)
     if wide.shape[1] == 0:
-        raise AnalysisError("group statistics: no features of the measures "
-                            f"{cfg['measures']} in the participant outputs")
+        raise AnalysisError(
+            f"group statistics: no features of the measures {cfg['measures']} in the participant "
+            f"outputs of {ctx.out_dir} (were all runs excluded by QC? see participant_runs.tsv)")
     if "group" not in sessions:
         raise BadInputError("participants.tsv: no 'group' column; the group × time models "
                             "need the arm of every participant")
@@ -222,16 +254,21 @@ def group_step(ctx) -> list:
     results["features_keys"] = keys
 
     # group × time models for every feature
+    found_sessions = set(model_table["session"].astype(str))
+    middle = sorted(found_sessions - {cfg["baseline"], cfg["endpoint"]})
+    session_order = [s for s in (cfg["baseline"], *middle, cfg["endpoint"]) if s in found_sessions]
+    arms = sorted(set(model_table["group"].dropna().astype(str))
+                  - {cfg["reference_group"], cfg["control_group"]})
     group_time = group_time_effects(
-        model_table, keys, reference_group=cfg["reference_group"],
+        model_table, keys, reference_group=cfg["reference_group"], arms=arms or None,
         covariates=cfg["covariates"], change_covariates=cfg["change_covariates"],
-        method=cfg["method"],
-        sessions=[s for s in (cfg["baseline"], *sorted(set(model_table["session"]) - {
-            cfg["baseline"], cfg["endpoint"]}), cfg["endpoint"]) if s in set(
-                model_table["session"])],
+        method=cfg["method"], sessions=session_order,
     )
     group_time = _family_corrections(group_time, model_table, keys, cfg, ctx.random_state)
     results["group_time"] = group_time
+    emmeans = _marginal_means(model_table, group_time, cfg, session_order)
+    if emmeans is not None:
+        results["emmeans"] = emmeans
 
     groups = set(model_table["group"].astype(str))
     if cfg["control_group"] in groups:
@@ -305,7 +342,7 @@ def group_step(ctx) -> list:
 
     parameters = {"longitudinal": cfg, "harmonize": harmonize_cfg,
                   "random_state": ctx.random_state}
-    for name in ("group_time", "normalization", "normalization_contrast", "links",
+    for name in ("group_time", "emmeans", "normalization", "normalization_contrast", "links",
                  "nbs_components", "nbs_edges"):
         if name in results:
             write_tsv(stats_dir / f"{name}.tsv", results[name])

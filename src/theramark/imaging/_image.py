@@ -10,6 +10,7 @@ is about the in-mask data plus one block. The values are identical to ``img.get_
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -71,13 +72,44 @@ def check_same_grid(
 def mask_indices(mask_img: nib.spatialimages.SpatialImage) -> np.ndarray:
     """Positions of the non-zero mask voxels in the image's stored (Fortran-order) voxel array.
 
-    The voxels are enumerated in C order, like ``data[mask]`` and nilearn's ``apply_mask``, so
-    arrays of in-mask values line up with nilearn's (column ``k`` is the same voxel in both).
+    The positions are increasing, so gathering them from each stored volume is a forward scan
+    (several times faster than nilearn's C-order ``data[mask]``). Arrays of in-mask values in
+    theramark use this column order; :func:`unmask` puts them back in place.
     """
     data = np.asanyarray(mask_img.dataobj) != 0
-    i, j, k = np.nonzero(data)
-    nx, ny = data.shape[0], data.shape[1]
-    return (i + nx * (j + ny * k.astype(np.int64))).astype(np.int64)
+    return np.flatnonzero(np.ravel(data, order="F"))
+
+
+def _stored_bytes(path: Path, offset: int, chunk: int = 16 << 20):
+    """The file's bytes from ``offset`` on, decompressed when gzipped, in large pieces.
+
+    zlib is driven directly with big chunks: Python's ``gzip`` module reads through many small
+    buffered calls and spends as much time in Python as in zlib for a 1 GB image.
+    """
+    with open(path, "rb") as handle:
+        magic = handle.read(2)
+        handle.seek(0)
+        if magic != b"\x1f\x8b":
+            handle.seek(offset)
+            while piece := handle.read(chunk):
+                yield piece
+            return
+        skip = offset
+        decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        while raw := handle.read(chunk):
+            while raw:
+                piece = decompressor.decompress(raw)
+                if skip:
+                    dropped = min(skip, len(piece))
+                    piece = piece[dropped:]
+                    skip -= dropped
+                if piece:
+                    yield piece
+                if decompressor.eof:  # a multi-member gzip file: continue with the next member
+                    raw = decompressor.unused_data
+                    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                else:
+                    raw = b""
 
 
 def read_masked(
@@ -119,20 +151,31 @@ def read_masked(
     volume_bytes = n_spatial * dtype.itemsize
     per_block = max(1, min(n_vol, block_bytes // volume_bytes))
     buffer = np.empty(per_block * n_spatial, dtype=dtype)
+    raw = memoryview(buffer).cast("B")
     path = Path(filename)
-    with nib.openers.ImageOpener(path) as handle:
-        handle.seek(offset)
-        for start in range(0, n_vol, per_block):
-            count = min(per_block, n_vol - start)
-            view = buffer[: count * n_spatial]
-            n_read = handle.readinto(memoryview(view).cast("B"))
-            if n_read != view.nbytes:
-                raise BadInputError(
-                    f"{path}: file is truncated (expected {n_vol} volumes of {shape[:3]}, "
-                    f"data ends inside volume {start + n_read // volume_bytes + 1})"
-                )
-            block = view.reshape(count, n_spatial)
-            out[start : start + count] = block[:, flat_index]
+    start, filled = 0, 0  # first volume of the block being filled; bytes of it filled
+    try:
+        for piece in _stored_bytes(path, offset):
+            view = memoryview(piece)
+            while view.nbytes and start < n_vol:
+                count = min(per_block, n_vol - start)
+                take = min(view.nbytes, count * volume_bytes - filled)
+                raw[filled : filled + take] = view[:take]
+                filled += take
+                view = view[take:]
+                if filled == count * volume_bytes:
+                    block = buffer[: count * n_spatial].reshape(count, n_spatial)
+                    out[start : start + count] = block[:, flat_index]
+                    start, filled = start + count, 0
+            if start >= n_vol:
+                break
+    except (zlib.error, EOFError) as exc:
+        raise BadInputError(f"{path}: corrupt compressed data ({exc})") from None
+    if start < n_vol:
+        raise BadInputError(
+            f"{path}: file is truncated (expected {n_vol} volumes of {shape[:3]}, "
+            f"data ends inside volume {start + filled // volume_bytes + 1})"
+        )
     if slope != 1.0 or inter != 0.0:
         out *= np.float32(slope)
         out += np.float32(inter)

@@ -20,6 +20,11 @@ nilearn 0.14 computes the interpolation with ``~sample_mask`` on an *integer* in
 interpolates the mirror-image volumes; censored volumes whose mirror is also censored therefore keep
 their raw values there. This module interpolates every censored volume, so it agrees with nilearn in
 every case nilearn gets right (tests cover them) and differs where nilearn is wrong.
+
+A confound column that is a constant or a linear trend is dropped when detrending (it is in the
+detrending already). nilearn keeps the rounding residue of such a column, standardizes it into a
+random regressor and so removes a random direction from the data: its output then depends on
+rounding at the 1e-6 level (a memory-order change of the design moves it by that much).
 """
 
 from __future__ import annotations
@@ -75,12 +80,16 @@ PRESETS: dict[str, dict] = {
 
 _COMPONENTS = ("motion", "high_pass", "wm_csf", "global_signal", "compcor", "ica_aroma", "scrub")
 _MODELS = ("basic", "power2", "derivatives", "full")
-_COMPCOR_PREFIXES = {
-    "anat_combined": (("a", ("combined",)),),
-    "anat_separated": (("a", ("WM",)), ("a", ("CSF",))),
+# (prefix, mask) pairs in nilearn's order; anatomical components are picked by the sidecar's Mask,
+# fMRIPrep ≥ 21 also writes separated masks as w_comp_cor (WM) and c_comp_cor (CSF).
+_COMPCOR_PREFIXES: dict[str, tuple[tuple[str, str | None], ...]] = {
+    "anat_combined": (("a", "combined"),),
+    "anat_separated": (("a", "WM"), ("a", "CSF"), ("w", None), ("c", None)),
     "temporal": (("t", None),),
-    "temporal_anat_combined": (("t", None), ("a", ("combined",))),
-    "temporal_anat_separated": (("t", None), ("a", ("WM",)), ("a", ("CSF",))),
+    "temporal_anat_combined": (("t", None), ("a", "combined")),
+    "temporal_anat_separated": (
+        ("t", None), ("a", "WM"), ("a", "CSF"), ("w", None), ("c", None),
+    ),
 }
 _MODEL_SUFFIXES = {
     "basic": (),
@@ -203,14 +212,14 @@ def _expand(names: Sequence[str], model: str) -> list[str]:
 
 def _compcor_columns(meta: dict, compcor: str, n_compcor: str | int, path: Path) -> list[str]:
     columns: list[str] = []
-    for prefix, masks in _COMPCOR_PREFIXES[compcor]:
+    for prefix, mask in _COMPCOR_PREFIXES[compcor]:
         # Components are numbered from 00 in the sidecar; nilearn names them from the count.
         count = sum(f"{prefix}_comp_cor" in key for key in meta)
         names = [f"{prefix}_comp_cor_{i:02d}" for i in range(count)]
-        if masks is not None:
+        if mask is not None:
             try:
-                names = [n for n in names if meta[n]["Mask"] in masks]
-            except KeyError as exc:
+                names = [n for n in names if meta[n]["Mask"] == mask]
+            except (KeyError, TypeError) as exc:
                 raise BadInputError(
                     f"{path}: the confounds sidecar has no entry (or no 'Mask') for {exc}"
                 ) from None
@@ -355,6 +364,19 @@ def nuisance_design(
         "std_dvars_threshold": std_dvars_threshold, "ica_aroma": ica_aroma,
     }
     params.update({k: v for k, v in given.items() if v is not None})
+    uses = {
+        "motion": "motion", "wm_csf": "wm_csf", "compcor": "compcor", "n_compcor": "compcor",
+        "scrub": "scrub", "fd_threshold": "scrub", "std_dvars_threshold": "scrub",
+        "ica_aroma": "ica_aroma",
+    }
+    unused = [k for k, v in given.items() if v is not None and uses[k] not in components]
+    if unused:
+        warnings.warn(
+            f"{path}: {unused} have no effect with strategy {strategy!r} (components "
+            f"{components}); they are ignored",
+            UserWarning,
+            stacklevel=2,
+        )
     if global_signal is not None and "global_signal" not in components:
         components.append("global_signal")
     params["global_signal"] = global_signal or "basic"
@@ -533,8 +555,24 @@ def _trend_basis(n: int) -> np.ndarray:
 
 
 def _detrend(x: np.ndarray) -> np.ndarray:
-    basis = _trend_basis(x.shape[0])
-    return x - basis @ (basis.T @ x)
+    """Remove mean and linear trend with nilearn's exact sequence of floating-point operations.
+
+    Real confound sets often hold a column that is almost a linear trend; once detrended it is
+    rounding-level residue that standardization then scales up. Using the same operations as
+    nilearn makes that residue, hence the nuisance subspace, bitwise the same. The mean goes
+    first and exactly, so a constant feature becomes exactly 0.
+    """
+    x = x - x.mean(axis=0)
+    n = x.shape[0]
+    if n < 2:
+        return x
+    ramp = np.arange(n, dtype=np.float64)
+    ramp -= ramp.mean()
+    norm = np.sqrt((ramp**2).sum())
+    if not norm < np.finfo(np.float64).eps:
+        ramp /= norm
+    x -= np.dot(ramp, x) * ramp[:, None]
+    return x
 
 
 def _interpolate(x: np.ndarray, kept: np.ndarray, t_r: float) -> np.ndarray:
@@ -663,7 +701,13 @@ def clean(
         if filtering and kept is not None:
             conf = _interpolate(conf, out_rows, t_r)
         if detrend:
+            spread = np.linalg.norm(conf - conf.mean(axis=0), axis=0)
             conf = _detrend(conf)
+            # A confound that is (numerically) a constant or a linear trend leaves only rounding
+            # residue once detrended; standardizing would turn that residue into a random
+            # regressor and remove a random direction from the data (nilearn 0.14 does). It is
+            # already in the detrending, so it is dropped.
+            conf = conf[:, np.linalg.norm(conf, axis=0) > 1e-8 * spread]
         if filtering:
             conf = _butterworth(conf, t_r, high_pass, low_pass)
         if out_rows is not None:
@@ -701,6 +745,8 @@ def clean(
                 block = block[out_rows]
         else:
             original_mean = block.mean(axis=0)
+            if detrend:
+                block -= original_mean  # exact centring first (see _detrend)
         if q is not None:
             block -= q @ (q.T @ block)
         out[:, cols] = _standardize(block, standardize, original_mean)
@@ -710,6 +756,8 @@ def clean(
 def _butterworth(x: np.ndarray, t_r: float, high_pass, low_pass) -> np.ndarray:
     from nilearn.signal import butterworth
 
+    if x.shape[1] == 0:
+        return x
     return butterworth(x, sampling_rate=1.0 / t_r, low_pass=low_pass, high_pass=high_pass, copy=True)
 
 

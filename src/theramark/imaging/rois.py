@@ -473,8 +473,12 @@ def roi_matrix(roiset: RoiSet, mask_img: nib.spatialimages.SpatialImage,
 
 
 def extract(data: np.ndarray, matrix: RoiMatrix | sparse.spmatrix,
-            block_volumes: int = 64) -> np.ndarray:
+            block_volumes: int = 16) -> np.ndarray:
     """Mean time series of every region.
+
+    Sums are accumulated in float64 whatever the input precision. Non-overlapping regions with
+    equal weights inside each region (labels atlases, disjoint spheres) are summed with one
+    ``np.bincount`` per block of volumes; other matrices are applied to the columns they use.
 
     Parameters
     ----------
@@ -482,19 +486,44 @@ def extract(data: np.ndarray, matrix: RoiMatrix | sparse.spmatrix,
         In-mask voxel time series (float32 or float64), columns in mask order.
     matrix : RoiMatrix or sparse matrix, shape (n_rois, n_mask_voxels)
     block_volumes : int
-        Volumes converted to float64 at once (sums are accumulated in float64).
+        Volumes processed at once (bounds the float64 work space).
 
     Returns
     -------
     ndarray, float64, shape (n_volumes, n_rois)
     """
-    weights = matrix.matrix if isinstance(matrix, RoiMatrix) else matrix
-    if data.ndim != 2 or data.shape[1] != weights.shape[1]:
+    weights = sparse.csr_matrix(matrix.matrix if isinstance(matrix, RoiMatrix) else matrix)
+    n_rois, n_columns = weights.shape
+    if data.ndim != 2 or data.shape[1] != n_columns:
         raise ValueError(
-            f"data has shape {data.shape}; expected (n_volumes, {weights.shape[1]}) in-mask voxels"
+            f"data has shape {data.shape}; expected (n_volumes, {n_columns}) in-mask voxels"
         )
-    out = np.empty((data.shape[0], weights.shape[0]), dtype=np.float64)
-    for start in range(0, data.shape[0], block_volumes):
-        block = np.asarray(data[start : start + block_volumes], dtype=np.float64)
-        out[start : start + block.shape[0]] = (weights @ block.T).T
+    n_volumes = data.shape[0]
+    out = np.empty((n_volumes, n_rois), dtype=np.float64)
+    if n_rois == 0 or n_volumes == 0:
+        return out
+    row_of_entry = np.repeat(np.arange(n_rois), np.diff(weights.indptr))
+    used = np.unique(weights.indices)
+    per_column = np.bincount(weights.indices, minlength=n_columns)
+    row_weight = np.zeros(n_rois)
+    row_weight[row_of_entry] = weights.data
+    constant = np.allclose(weights.data, row_weight[row_of_entry], rtol=0, atol=0)
+    if per_column.max(initial=0) <= 1 and constant and used.size > n_columns // 4:
+        row_of_column = np.full(n_columns, -1, dtype=np.intp)
+        row_of_column[weights.indices] = row_of_entry
+        all_columns = used.size == n_columns
+        rows = row_of_column if all_columns else row_of_column[used]
+        index = (rows[None, :] + n_rois * np.arange(block_volumes)[:, None]).ravel()
+        for start in range(0, n_volumes, block_volumes):
+            block = data[start : start + block_volumes]
+            count = block.shape[0]
+            values = block if all_columns else block[:, used]
+            sums = np.bincount(index[: count * rows.size], weights=values.ravel(),
+                               minlength=count * n_rois)
+            out[start : start + count] = sums.reshape(count, n_rois) * row_weight
+        return out
+    transposed = weights[:, used].T.tocsr()
+    for start in range(0, n_volumes, block_volumes * 4):
+        block = np.asarray(data[start : start + block_volumes * 4, used], dtype=np.float64)
+        out[start : start + block.shape[0]] = np.asarray(block @ transposed)
     return out

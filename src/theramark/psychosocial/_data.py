@@ -144,7 +144,9 @@ def prepare(
             f"{what}: {len(frame)} complete row(s) in {', '.join(columns)} "
             f"(of {n_total}); at least {min_rows} needed"
         )
-    constant = [c for c in columns if frame[c].nunique() < 2]
+    values = frame.to_numpy()
+    constant = [c for c, spread in zip(columns, np.ptp(values, axis=0), strict=True)
+                if spread == 0]
     if constant:
         raise BadInputError(
             f"{what}: column(s) {', '.join(constant)} constant over the {len(frame)} complete "

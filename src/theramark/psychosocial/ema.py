@@ -24,7 +24,8 @@ from theramark.errors import AnalysisError, BadInputError
 from theramark.psychosocial._data import as_list
 
 
-def _check_columns(data: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+def _check_columns(data: pd.DataFrame, columns: Sequence[str], what: str,
+                   identifiers: Sequence[str] = ("participant_id",)) -> None:
     missing = [c for c in columns if c not in data.columns]
     if missing:
         raise BadInputError(
@@ -32,7 +33,7 @@ def _check_columns(data: pd.DataFrame, columns: Sequence[str], what: str) -> Non
             f"{', '.join(map(str, data.columns))}"
         )
     for c in columns:
-        if c in ("participant_id",):
+        if c in identifiers:
             continue
         if not pd.api.types.is_numeric_dtype(data[c]):
             values = pd.to_numeric(data[c], errors="coerce")
@@ -55,7 +56,7 @@ def lag_within_day(
     Rows are sorted by participant, day and ``order``; the input's row order is restored.
     """
     cols = as_list(columns)
-    _check_columns(data, [participant, day, order, *cols], "lag_within_day")
+    _check_columns(data, [participant, day, order, *cols], "lag_within_day", [participant])
     sorted_data = data.sort_values([participant, day, order], kind="stable")
     grouped = sorted_data.groupby([participant, day], sort=False)
     out = data.copy()
@@ -73,7 +74,7 @@ def person_mean_center(
     the same). Missing values are ignored when taking means and stay missing in ``_within``.
     """
     cols = as_list(columns)
-    _check_columns(data, [participant, *cols], "person_mean_center")
+    _check_columns(data, [participant, *cols], "person_mean_center", [participant])
     out = data.copy()
     for c in cols:
         person_mean = out.groupby(participant)[c].transform("mean")
@@ -109,7 +110,7 @@ def ema_compliance(
         participant; ``attrs["summary"]`` has the mean, median and range of compliance.
     """
     cols = as_list(columns)
-    _check_columns(data, [participant, day, *cols], "ema_compliance")
+    _check_columns(data, [participant, day, *cols], "ema_compliance", [participant, day])
     answered = data[cols].notna().all(axis=1)
     grouped = data.assign(_answered=answered).groupby(participant)
     table = pd.DataFrame({
@@ -180,11 +181,12 @@ def ema_multilevel(
     needed = [participant, y, x, *cov] + ([moderator] if moderator else [])
     if lag:
         needed += [day, order]
-    _check_columns(data, needed, "ema_multilevel")
+    _check_columns(data, needed, "ema_multilevel", [participant])
     frame = data[list(dict.fromkeys(needed))].copy()
     for c in needed:
         if c != participant:
-            frame[c] = pd.to_numeric(frame[c])
+            # nullable integers (Int64 with <NA>) become float with NaN
+            frame[c] = pd.to_numeric(frame[c]).astype(float)
     predictor = x
     if lag:
         frame = lag_within_day(frame, x, participant, day, order)
@@ -240,12 +242,24 @@ def ema_multilevel(
     exog_re = exog[["intercept", within]] if random_slope else exog[["intercept"]]
     model = sm.MixedLM(frame[y].to_numpy(), exog, groups=frame[participant].to_numpy(),
                        exog_re=exog_re)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            fit = model.fit(reml=True, method=["lbfgs", "powell"])
-        except (np.linalg.LinAlgError, ValueError) as exc:
-            raise AnalysisError(f"ema_multilevel: the mixed model could not be fitted ({exc})")
+    fit, errors = None, []
+    caught: list = []
+    # L-BFGS can step to a random-intercept variance so large that X'V⁻¹X is singular; the
+    # derivative-free optimizers then take over.
+    for method in ("lbfgs", "powell", "nm"):
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            try:
+                fit = model.fit(reml=True, method=method)
+            except (np.linalg.LinAlgError, ValueError) as exc:
+                errors.append(f"{method}: {exc}")
+                continue
+        caught = list(record)
+        if fit.converged:
+            break
+    if fit is None:
+        raise AnalysisError(
+            f"ema_multilevel: the mixed model could not be fitted ({'; '.join(errors)})")
     problems = sorted({str(w.message).split("\n")[0] for w in caught
                        if "converge" in str(w.message).lower()
                        or "singular" in str(w.message).lower()
@@ -253,8 +267,14 @@ def ema_multilevel(
     for message in problems:
         warnings.warn(f"ema_multilevel: {message}", RuntimeWarning, stacklevel=2)
     names = list(exog.columns)
-    est = fit.fe_params.to_numpy()
-    se = fit.bse_fe.to_numpy()
+    est = np.asarray(fit.fe_params)
+    with np.errstate(invalid="ignore"):
+        se = np.asarray(fit.bse_fe)
+    if not np.isfinite(se).all():
+        bad = [n for n, v in zip(names, se, strict=True) if not np.isfinite(v)]
+        problems.append(f"standard errors of {', '.join(bad)} could not be computed (singular "
+                        "information matrix); simplify the model (e.g. random_slope=False)")
+        warnings.warn(f"ema_multilevel: {problems[-1]}", RuntimeWarning, stacklevel=2)
     z = est / se
     crit = stats.norm.ppf(0.5 + confidence / 2)
     table = pd.DataFrame({

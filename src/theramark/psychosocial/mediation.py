@@ -89,38 +89,57 @@ def coefficient_table(fit: OLSFit, equation: str, confidence: float) -> pd.DataF
 
 def bootstrap_counts(rng: np.random.Generator, n_boot: int, n: int) -> np.ndarray:
     """(n_boot, n) counts: how many times each row is drawn in each nonparametric resample."""
-    draws = rng.integers(0, n, size=(n_boot, n))
-    offsets = (np.arange(n_boot) * n)[:, None]
-    return np.bincount((draws + offsets).ravel(), minlength=n_boot * n).reshape(n_boot, n)
+    draws = rng.integers(0, n, size=(n_boot, n), dtype=np.intp)
+    # Offsetting resample b's row indices by b·n makes one bincount count every resample.
+    draws += (np.arange(n_boot, dtype=np.intp) * n)[:, None]
+    return np.bincount(draws.ravel(), minlength=n_boot * n).reshape(n_boot, n)
 
 
-def batched_ols(counts: np.ndarray, design: np.ndarray, outcome: np.ndarray) -> np.ndarray:
-    """Coefficients (B, p) of the weighted normal equations of every resample at once.
+class MomentBootstrap:
+    """All cross-products a set of regressions needs, for many resamples in one matrix product.
 
-    Rows of ``counts`` (B, n) are frequency weights; ``design`` (n, p), ``outcome`` (n,). Singular
-    resamples give NaN rows.
+    Every Gram matrix ``X'WX`` and moment ``X'Wy`` of every equation, and every variable's mean and
+    mean square (for SDs), are entries of ``counts @ (D_i · D_j)`` over pairs ``i ≤ j`` of the
+    columns of one table ``D`` (intercept first). One GEMM per chunk of resamples replaces one per
+    equation.
     """
-    n, p = design.shape
-    outer = (design[:, :, None] * design[:, None, :]).reshape(n, p * p)
-    gram = (counts @ outer).reshape(-1, p, p)
-    moment = counts @ (design * outcome[:, None])
-    try:
-        return np.linalg.solve(gram, moment[:, :, None])[:, :, 0]
-    except np.linalg.LinAlgError:
-        # Rare (e.g. a resample in which a dummy is constant): solve those resamples as NaN.
-        cond = np.linalg.cond(gram)
-        ok = np.isfinite(cond) & (cond < 1e12)
-        out = np.full((counts.shape[0], p), np.nan)
-        out[ok] = np.linalg.solve(gram[ok], moment[ok][:, :, None])[:, :, 0]
-        return out
 
+    def __init__(self, table: np.ndarray, names: list[str]):
+        self.names = names
+        self.position = {name: k for k, name in enumerate(names)}
+        q = table.shape[1]
+        left, right = np.triu_indices(q)
+        self.pair = np.zeros((q, q), dtype=int)
+        self.pair[left, right] = np.arange(left.size)
+        self.pair[right, left] = np.arange(left.size)
+        self.products = table[:, left] * table[:, right]  # (n, q(q+1)/2)
+        self.n = table.shape[0]
 
-def weighted_sd(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Sample SDs (B, q) of the columns of ``values`` (n, q) in each resample of ``counts`` (B, n)."""
-    n = counts.shape[1]
-    mean = counts @ values / n
-    mean_sq = counts @ (values**2) / n
-    return np.sqrt(np.maximum(mean_sq - mean**2, 0.0) * n / (n - 1))
+    def moments(self, counts: np.ndarray) -> np.ndarray:
+        """(B, K) weighted sums of every cross-product."""
+        return counts @ self.products
+
+    def solve(self, moments: np.ndarray, predictors: list[str], outcome: str) -> np.ndarray:
+        """(B, p) OLS coefficients of ``outcome ~ predictors`` (predictors include the intercept);
+        singular resamples give NaN rows."""
+        idx = np.array([self.position[v] for v in predictors])
+        gram = moments[:, self.pair[np.ix_(idx, idx)]]
+        rhs = moments[:, self.pair[idx, self.position[outcome]]]
+        try:
+            return np.linalg.solve(gram, rhs[:, :, None])[:, :, 0]
+        except np.linalg.LinAlgError:
+            cond = np.linalg.cond(gram)
+            ok = np.isfinite(cond) & (cond < 1e12)
+            out = np.full(rhs.shape, np.nan)
+            out[ok] = np.linalg.solve(gram[ok], rhs[ok][:, :, None])[:, :, 0]
+            return out
+
+    def sd(self, moments: np.ndarray, variable: str) -> np.ndarray:
+        """(B,) sample SD of ``variable`` in each resample."""
+        k = self.position[variable]
+        mean = moments[:, self.pair[0, k]] / self.n
+        mean_sq = moments[:, self.pair[k, k]] / self.n
+        return np.sqrt(np.maximum(mean_sq - mean**2, 0.0) * self.n / (self.n - 1))
 
 
 def bootstrap_interval(
@@ -258,16 +277,15 @@ def _build_effects(
             for label, fn in chains:
                 effects.append(_Effect(_label("indirect", label, several_chains, tag), "boot",
                                        lambda c, fn=fn, wv=wv: fn(c, wv), (x, y)))
-        for m in ms:
-            if model == 7:
-                index = (lambda c, m=m: c[(f"{m} ~", _interaction(x, w))] * c[(y_eq, m)])
-            elif model == 14:
-                index = (lambda c, m=m: c[(f"{m} ~", x)] * c[(y_eq, _interaction(m, w))])
-            else:
-                index = None
-            if index is not None:
-                effects.append(_Effect(_label("index_moderated_mediation", m, several), "boot",
-                                       index, None))
+        if model in (7, 14):
+            for m in ms:
+                if model == 7:
+                    terms = ((f"{m} ~", _interaction(x, w)), (y_eq, m))
+                else:
+                    terms = ((f"{m} ~", x), (y_eq, _interaction(m, w)))
+                effects.append(_Effect(
+                    _label("index_moderated_mediation", m, several), "boot",
+                    lambda c, terms=terms: c[terms[0]] * c[terms[1]], None))
         if model == 58 and len(w_values) == 2:
             # The indirect effect is quadratic in W: no single index; contrast the two groups.
             lo, hi = w_values
@@ -357,7 +375,8 @@ def mediation(
         (judge them by the interval, as Hayes recommends). ``std_estimate`` is the completely
         standardized effect (coefficient × SD(from) / SD(to)); interaction terms and indices have
         none. ``attrs`` hold ``coefficients`` (every equation's full table), ``n``, ``n_dropped``,
-        ``note`` (listwise deletion, codings), ``model``, ``n_boot`` and ``boot_draws``.
+        ``note`` (listwise deletion, codings), ``model``, ``n_boot``, ``n_boot_valid``,
+        ``w_values`` and ``ci_method``.
 
     Raises
     ------
@@ -424,19 +443,21 @@ def mediation(
         rng = np.random.default_rng(random_state)
         draws = {e.name: [] for e in boot_effects}
         std_draws = {e.name: [] for e in boot_effects}
-        values_for_sd = frame[base_vars].to_numpy()
+        used = list(dict.fromkeys(
+            [v for eq in equations for v in (*eq.predictors, eq.outcome)] + base_vars))
+        engine = MomentBootstrap(
+            np.column_stack([np.ones(n), frame[used].to_numpy()]), ["(intercept)", *used])
         remaining = int(n_boot)
         while remaining > 0:
             size = min(chunk_size, remaining)
             remaining -= size
-            counts = bootstrap_counts(rng, size, n).astype(float)
+            moments = engine.moments(bootstrap_counts(rng, size, n).astype(float))
             coefs = {}
             for eq in equations:
-                beta = batched_ols(counts, designs[eq.name], frame[eq.outcome].to_numpy())
+                beta = engine.solve(moments, ["(intercept)", *eq.predictors], eq.outcome)
                 for i, t in enumerate(eq.predictors):
                     coefs[(eq.name, t)] = beta[:, i + 1]
-            sds = weighted_sd(counts, values_for_sd)
-            sd_map = {v: sds[:, i] for i, v in enumerate(base_vars)}
+            sd_map = {v: engine.sd(moments, v) for v in base_vars}
             for e in boot_effects:
                 val = np.asarray(e.value(coefs), dtype=float)
                 draws[e.name].append(val)
@@ -455,6 +476,7 @@ def mediation(
         boot_sd = {k: np.concatenate(v)[valid] for k, v in std_draws.items() if v}
 
     rows = []
+    crits: dict[int, float] = {}
     for e in effects:
         est = float(e.value(point))
         std = (est * sd_point[e.std_scale[0]] / sd_point[e.std_scale[1]]
@@ -464,7 +486,8 @@ def mediation(
             fit = fits[e.equation]
             k = fit.names.index(e.term)
             se = float(np.sqrt(fit.cov[k, k]))
-            crit = stats.t.ppf(0.5 + confidence / 2, fit.df_resid)
+            crit = crits.setdefault(fit.df_resid, stats.t.ppf(0.5 + confidence / 2,
+                                                              fit.df_resid))
             row.update(se=se, ci_low=est - crit * se, ci_high=est + crit * se,
                        p=float(2 * stats.t.sf(abs(est / se), fit.df_resid)),
                        ci_method="ols-t")

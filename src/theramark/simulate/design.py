@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit, logit
+from scipy.special import expit
 
 from theramark.simulate.presets import (
     CONTROL_SESSIONS,
@@ -75,14 +75,14 @@ def add_latent_traits(table: pd.DataFrame, preset: Preset, rng: np.random.Genera
     mspss = planted * (-0.3 * ctq_en + 0.25 * extra) + noise()
     strain = np.round(10.0 * rng.beta(1.6, 2.0, n))
     a_path = eff.a_path_men + (eff.a_path_women - eff.a_path_men) * female
-    pss = a_path * ctq_en + planted * (0.25 * neuro + 0.4 * patient) + noise()
+    pss = a_path * ctq_en + planted * (0.15 * neuro + 0.3 * patient) + noise()
     lw = eff.loneliness_weight
-    ucla = (lw * (pss - 1.1 * mspss - 0.9 * extra + 0.8 * neuro + 0.4 * (strain - 5.0) / 3.0)
-            + planted * 0.7 * patient + noise(0.8))
-    shaps = (eff.b_path * pss + lw * ucla + eff.direct_path * ctq_en
+    ucla = (lw * (pss - mspss - extra + neuro + (strain - 5.0) / 3.0)
+            + planted * 0.7 * patient + noise(0.6))
+    shaps = (eff.b_path * pss + 0.5 * lw * ucla + eff.direct_path * ctq_en
              + eff.strain_slope * np.maximum(strain - eff.strain_breakpoint, 0.0)
-             + planted * 0.6 * patient + noise())
-    hamd = lw * ucla + planted * (0.3 * shaps + 0.15 * pss) + noise(0.8)
+             + planted * 0.6 * patient + noise(1.2))
+    hamd = lw * ucla + planted * (0.15 * shaps + 0.1 * pss) + noise(0.8)
 
     table = table.copy()
     table["patient"] = patient.astype(bool)
@@ -107,20 +107,24 @@ def add_latent_traits(table: pd.DataFrame, preset: Preset, rng: np.random.Genera
 def add_response(table: pd.DataFrame, preset: Preset, rng: np.random.Generator) -> pd.DataFrame:
     """Response propensity, response status and the fraction of HAMD-17 improvement per session.
 
+    Within each group, ``round(rate x n)`` participants respond: those with the highest
+    ``propensity_logodds x propensity + logistic noise``, so propensity raises the odds of response.
+
     Responders improve by 55-85% at week 8 and non-responders by 0-35%; the week-4 improvement is
     40-60% of the week-8 one. Controls do not change.
     """
     eff = preset.effects
     n = len(table)
     propensity = rng.normal(0.0, 1.0, n)
-    rate = table["group"].map(eff.response_rate).to_numpy(float)
-    with np.errstate(divide="ignore"):
-        base = np.where(rate > 0, logit(np.clip(rate, 1e-6, 1 - 1e-6)), -np.inf)
-    # the intercept keeps each group's expected response rate near ``rate`` despite the slope
-    slope = eff.propensity_logodds
-    shrink = np.sqrt(1.0 + (np.pi * slope**2) / 8.0)
-    p_response = np.where(rate > 0, expit(base * shrink + slope * propensity), 0.0)
-    responder = rng.random(n) < p_response
+    # each group gets round(rate x size) responders (so a small demo shows the planted rates):
+    # those with the highest propensity-weighted logistic scores
+    score = eff.propensity_logodds * propensity + rng.logistic(0.0, 1.0, n)
+    responder = np.zeros(n, dtype=bool)
+    for group, rate in eff.response_rate.items():
+        members = np.flatnonzero(table["group"].to_numpy() == group)
+        k = int(round(rate * members.size))
+        if k:
+            responder[members[np.argsort(score[members])[::-1][:k]]] = True
     post = np.where(responder, rng.uniform(0.55, 0.85, n), rng.uniform(0.0, 0.35, n))
     post = np.where(table["patient"], post, 0.0)
     table = table.copy()

@@ -68,12 +68,14 @@ def simulate_motion(n_volumes: int, rng: np.random.Generator, level: float = 1.0
     p_spikes : float
         Probability that the run has 1-3 motion spikes.
     high_motion : bool
-        Make the run move throughout (mean FD around 0.6 mm) with many spikes.
+        Make the run move throughout (mean FD about 0.35 mm, a third to two thirds of the volumes
+        over 0.2 mm) with a spike every 20 volumes: a run that QC should exclude, yet not one
+        where every volume would be censored.
     first_volume : int
         Spikes occur after this volume (beyond the non-steady-state volumes).
     """
     if high_motion:
-        level = 6.0
+        level = 3.0
     steps = np.concatenate([rng.normal(0.0, 0.02 * level, (n_volumes, 3)),
                             rng.normal(0.0, 0.0004 * level, (n_volumes, 3))], axis=1)
     position = np.empty_like(steps)

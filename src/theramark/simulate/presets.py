@@ -40,10 +40,10 @@ class EffectSizes:
         default_factory=lambda: {"pre": 0.15, "mid": 0.45, "post": 0.7})
     #: amygdala_L-dACC: added correlation = base + slope * fraction of baseline HAMD-17 improvement.
     amygdala_acc_base: float = 0.1
-    amygdala_acc_slope: float = 0.55
+    amygdala_acc_slope: float = 0.9
     #: NAcc gain-anticipation response added in CBT and MBCT (percent signal change) per session.
     nacc_gain_increase: dict[str, float] = field(
-        default_factory=lambda: {"pre": 0.0, "mid": 0.3, "post": 0.6})
+        default_factory=lambda: {"pre": 0.0, "mid": 0.75, "post": 1.5})
     #: sgACC-NAcc added correlation = base + slope * response propensity (z), patients only.
     sgacc_nacc_base: float = 0.25
     sgacc_nacc_slope: float = 0.18
@@ -61,7 +61,7 @@ class EffectSizes:
     strain_breakpoint: float = 6.0
     strain_slope: float = 0.55
     #: Weight of loneliness (UCLA) on its network neighbours (latent SD per SD).
-    loneliness_weight: float = 0.4
+    loneliness_weight: float = 0.6
 
 
 NULL_EFFECTS = EffectSizes(
@@ -77,8 +77,8 @@ NULL_EFFECTS = EffectSizes(
 #: Realistic (smaller) imaging effects for the large preset.
 LARGE_EFFECTS = EffectSizes(
     dfc_amplitude_cbt={"pre": 0.15, "mid": 0.3, "post": 0.45},
-    amygdala_acc_slope=0.3,
-    nacc_gain_increase={"pre": 0.0, "mid": 0.15, "post": 0.3},
+    amygdala_acc_slope=0.4,
+    nacc_gain_increase={"pre": 0.0, "mid": 0.2, "post": 0.4},
     sgacc_nacc_slope=0.1,
 )
 
@@ -157,8 +157,8 @@ def get_preset(name: str, n_per_group: int | None = None, n_volumes: int | None 
         raise BadInputError(f"unknown simulation preset {name!r}; expected one of {sorted(_PRESETS)}")
     preset = _PRESETS[name]
     if n_per_group is not None:
-        if int(n_per_group) < 2:
-            raise BadInputError(f"n_per_group must be at least 2, got {n_per_group}")
+        if int(n_per_group) < 1:
+            raise BadInputError(f"n_per_group must be at least 1, got {n_per_group}")
         preset = replace(preset, n_per_group=int(n_per_group))
     if n_volumes is not None:
         if int(n_volumes) < 40:

@@ -17,6 +17,8 @@ from theramark.errors import BadInputError
 
 #: Size (mm) of the coarse "native" grid of the raw BOLD images.
 RAW_VOXEL_MM = 8.0
+#: SD of a regional profile as a fraction of the ROI's radius.
+PROFILE_SD_FRACTION = 0.8
 
 
 def literature_roi_table() -> pd.DataFrame:
@@ -86,13 +88,13 @@ class StudySpace:
     def profiles(self) -> np.ndarray:
         """Spatial profile of each literature ROI, shape (R, V), float32.
 
-        A Gaussian centred on the ROI's MNI coordinate with SD 0.6 x radius, cut at twice the
+        A Gaussian centred on the ROI's MNI coordinate with SD 0.8 x radius, cut at twice the
         radius and zero in the WM and CSF masks (so CompCor does not remove regional signal).
         """
         centres = self.rois[["x", "y", "z"]].to_numpy(np.float32)
         radius = self.rois["radius_mm"].to_numpy(np.float32)
         d2 = ((self.coordinates[None, :, :] - centres[:, None, :]) ** 2).sum(axis=2)
-        sigma = 0.6 * radius[:, None]
+        sigma = PROFILE_SD_FRACTION * radius[:, None]
         weights = np.exp(-d2 / (2.0 * sigma**2))
         weights[d2 > (2.0 * radius[:, None]) ** 2] = 0.0
         weights[:, self.wm_voxels | self.csf_voxels] = 0.0
@@ -155,7 +157,8 @@ class StudySpace:
 
     def to_volume(self, values: np.ndarray) -> np.ndarray:
         """(T, V) in-mask values → 4D array (x, y, z, T) on the template grid, zeros outside."""
-        volume = np.zeros((*self.shape, values.shape[0]), dtype=values.dtype)
+        # Fortran order: NIfTI stores x fastest, so nibabel then writes without a reordering copy
+        volume = np.zeros((*self.shape, values.shape[0]), dtype=values.dtype, order="F")
         volume[self.brain] = values.T
         return volume
 
@@ -164,4 +167,38 @@ class StudySpace:
         source, target, raw_shape = self.raw_index
         flat = np.zeros((int(np.prod(raw_shape)), values.shape[0]), dtype=values.dtype)
         flat[target] = values[:, source].T
-        return flat.reshape(*raw_shape, values.shape[0])
+        return np.asfortranarray(flat.reshape(*raw_shape, values.shape[0]))
+
+
+@dataclass
+class VoxelSubset:
+    """The in-mask voxels of a :class:`StudySpace` restricted to a subset (same attributes).
+
+    :func:`theramark.simulate.bold.simulate_run` accepts it in place of the full space, which makes
+    checks on a few spheres cheap (the random draws differ from a full-space run).
+    """
+
+    space: StudySpace
+    keep: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.rois = self.space.rois
+        self.coordinates = self.space.coordinates[self.keep]
+        self.n_voxels = int(self.keep.sum())
+        self.wm_voxels = self.space.wm_voxels[self.keep]
+        self.csf_voxels = self.space.csf_voxels[self.keep]
+        self.profiles = self.space.profiles[:, self.keep]
+        self.baseline = self.space.baseline[self.keep]
+        self.gradient_maps = self.space.gradient_maps[:, self.keep]
+        self.edge_weight = self.space.edge_weight[self.keep]
+
+    @classmethod
+    def around(cls, space: StudySpace, names: list[str], margin_mm: float = 0.0) -> VoxelSubset:
+        """Voxels within each named ROI's radius (+ margin), plus every WM and CSF voxel."""
+        rois = space.rois.set_index("name")
+        keep = space.wm_voxels | space.csf_voxels
+        for name in names:
+            centre = rois.loc[name, ["x", "y", "z"]].to_numpy(np.float32)
+            radius = float(rois.loc[name, "radius_mm"]) + margin_mm
+            keep = keep | (((space.coordinates - centre) ** 2).sum(axis=1) <= radius**2)
+        return cls(space, keep)

@@ -83,15 +83,23 @@ def plan_runs(truth: pd.DataFrame, preset: Preset, seed: int,
     return specs
 
 
-def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray, zooms: tuple[float, ...],
-               dtype: type = np.int16) -> None:
-    """Write a NIfTI-1 image atomically (gzip with mtime 0, so bytes are reproducible)."""
+def to_int16(values: np.ndarray) -> np.ndarray:
+    """Round intensities to int16, as scanners store them (quantisation far below the noise)."""
+    return np.clip(np.rint(values), -32768, 32767).astype(np.int16)
+
+
+def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray,
+               zooms: tuple[float, ...]) -> None:
+    """Write a NIfTI-1 image atomically, unscaled in ``data``'s dtype.
+
+    nibabel writes gzip with mtime 0, so the same data gives the same bytes.
+    """
     img = nib.Nifti1Image(data, affine)
     img.header.set_zooms(zooms)
     img.header.set_xyzt_units("mm", "sec")
     img.header.set_qform(affine, code=1)
     img.header.set_sform(affine, code=1)
-    img.set_data_dtype(dtype)
+    img.header.set_slope_inter(1.0, 0.0)
     with atomic_path(path, suffix=".nii.gz") as tmp:
         nib.save(img, tmp)
 
@@ -126,21 +134,21 @@ def _write_run(root: Path, spec: RunSpec, resolution: int, reference_time: float
     run = simulate_run(space, spec)
     paths = _run_paths(root, spec, resolution)
     r = float(resolution)
-    save_nifti(paths["preproc"], space.to_volume(run.data), space.affine,
+    stored = to_int16(run.data)
+    save_nifti(paths["preproc"], space.to_volume(stored), space.affine,
                (r, r, r, REPETITION_TIME))
     write_json(paths["preproc_json"], {
         "RepetitionTime": REPETITION_TIME, "SkullStripped": False, "SliceTimingCorrected": True,
         "StartTime": reference_time, "TaskName": spec.task,
     })
-    save_nifti(paths["mask"], space.brain.astype(np.uint8), space.affine, (r, r, r),
-               dtype=np.uint8)
+    save_nifti(paths["mask"], space.brain.astype(np.uint8), space.affine, (r, r, r))
     write_json(paths["mask_json"], {"Type": "Brain"})
     table, metadata = confounds_table(run.data, space.wm_voxels, space.csf_voxels, run.motion,
                                       run.n_non_steady, REPETITION_TIME)
     write_tsv(paths["confounds"], table)
     write_json(paths["confounds_json"], metadata)
     raw_mm = float(space.raw_affine[0, 0])
-    save_nifti(paths["raw_bold"], space.to_raw_volume(run.data), space.raw_affine,
+    save_nifti(paths["raw_bold"], space.to_raw_volume(stored), space.raw_affine,
                (raw_mm, abs(float(space.raw_affine[1, 1])), float(space.raw_affine[2, 2]),
                 REPETITION_TIME))
     if run.events is not None:
@@ -192,7 +200,11 @@ def _write_metadata(root: Path, preset: Preset, seed: int, resolution: int,
         "sourcedata/ground_truth.json. No real person's data is included.\n"
     ))
     write_text(root / "CHANGES", "1.0.0 2024-01-01\n  - Simulated dataset created by theramark.\n")
-    write_text(root / ".bidsignore", "sourcedata/\n")
+    # BIDS 1.9 has no session column for phenotype files (1.10 adds ``session_id``); the legacy
+    # validator rejects repeated participant rows, so the repeated-measures tables are ignored
+    repeated = [i.id for i in pheno.INSTRUMENTS if not i.baseline_only]
+    write_text(root / ".bidsignore", "".join(
+        f"phenotype/{name}.tsv\n" for name in [*repeated, "financial_strain", "ema"]))
 
 
 def _dataset_description(preset: Preset, seed: int, resolution: int) -> dict[str, Any]:
@@ -201,7 +213,7 @@ def _dataset_description(preset: Preset, seed: int, resolution: int) -> dict[str
         "BIDSVersion": "1.9.0",
         "DatasetType": "raw",
         "License": "CC0",
-        "Authors": ["theramark simulator"],
+        "Authors": ["theramark developers", "synthetic participants (no real person)"],
         "GeneratedBy": [{"Name": "theramark", "Version": __version__,
                          "Description": f"theramark.simulate.simulate_study(preset='{preset.name}'"
                                         f", seed={seed}, resolution={resolution})"}],
@@ -243,7 +255,7 @@ def simulate_study(out_dir: str | os.PathLike, preset: str = "demo",
     seed : int
         Random seed; the same seed writes byte-identical files.
     n_jobs : int
-        Parallel processes over runs (joblib).
+        Parallel processes over runs (joblib semantics: -1 uses every core).
     n_volumes : int, optional
         Volumes per run (overrides the preset; for fast tests).
 
@@ -274,14 +286,14 @@ def simulate_study(out_dir: str | os.PathLike, preset: str = "demo",
     _write_metadata(root, preset_obj, seed, int(resolution), truth, slice_times)
 
     specs = plan_runs(truth, preset_obj, seed, reference_time)
-    jobs = progress(specs, desc="simulating runs", total=len(specs), unit="run")
-    if n_jobs == 1:
-        summaries = [write_run(root, s, int(resolution), reference_time) for s in jobs]
+    if n_jobs is None or n_jobs == 1:
+        results = (write_run(root, s, int(resolution), reference_time) for s in specs)
     else:
         from joblib import Parallel, delayed
 
-        summaries = Parallel(n_jobs=n_jobs)(
-            delayed(write_run)(root, s, int(resolution), reference_time) for s in jobs)
+        results = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(write_run)(root, s, int(resolution), reference_time) for s in specs)
+    summaries = list(progress(results, desc="simulating runs", total=len(specs), unit="run"))
     runs = pd.DataFrame(summaries)
     write_tsv(root / "sourcedata" / "runs.tsv", runs)
     write_tsv(root / "sourcedata" / "participant_truth.tsv", truth)

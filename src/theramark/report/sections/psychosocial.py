@@ -36,7 +36,11 @@ def path_diagram(result: pd.DataFrame, title: str = ""):
     box = dict(boxstyle="round,pad=0.4", fc="#eef2f8", ec="#23395d")
     pos = {x: (1.0, 0.5), y: (9.0, 0.5)}
     for j, m in enumerate(ms):
-        pos[m] = (5.0, 2.0 + 1.1 * j)
+        # serial mediators are staggered left to right so the chain arrows do not overlap
+        if model == 6 and several:
+            pos[m] = (3.0 + 4.0 * j / (len(ms) - 1), 2.4)
+        else:
+            pos[m] = (5.0, 2.0 + 1.1 * j)
     for name, (px, py) in pos.items():
         ax.text(px, py, name, ha="center", va="center", bbox=box, fontsize=10)
 
@@ -44,14 +48,19 @@ def path_diagram(result: pd.DataFrame, title: str = ""):
         (x0, y0), (x1, y1) = pos[a], pos[b]
         ax.annotate("", xy=(x1 - 0.6 * np.sign(x1 - x0), y1), xytext=(x0 + 0.6 * np.sign(x1 - x0),
                     y0), arrowprops=dict(arrowstyle="->", color=color, lw=1.4))
-        ax.text((x0 + x1) / 2, (y0 + y1) / 2 + offset, label, ha="center", fontsize=8.5,
-                color=color)
+        ax.text((x0 + x1) / 2, (y0 + y1) / 2 + offset, label, ha="center", fontsize=8,
+                color=color, bbox=dict(fc="white", ec="none", alpha=0.8, pad=0.5))
 
-    for m in ms:
+    serial = model == 6 and several
+    for j, m in enumerate(ms):
         key_a = f"a[{m}]" if several else "a"
         key_b = f"b[{m}]" if several else "b"
-        arrow(x, m, f"a = {_fmt(result.loc[key_a])}")
-        arrow(m, y, f"b = {_fmt(result.loc[key_b])}")
+        # in a serial diagram the long arrows cross near the middle: move their labels apart
+        first, last = j == 0, j == len(ms) - 1
+        arrow(x, m, f"a = {_fmt(result.loc[key_a])}",
+              offset=0.25 if (first or not serial) else 0.65)
+        arrow(m, y, f"b = {_fmt(result.loc[key_b])}",
+              offset=0.25 if (last or not serial) else -0.55)
     if model == 6:
         for key in [k for k in result.index if k.startswith("d[")]:
             first, second = key[2:-1].split("->")
@@ -64,10 +73,18 @@ def path_diagram(result: pd.DataFrame, title: str = ""):
         for key in [k for k in result.index if "interaction" in k]:
             notes.append(f"{key} = {_fmt(result.loc[key])}")
         ax.text(5.0, top - 0.25, "; ".join(notes), ha="center", fontsize=8, color="#8a3b12")
-    indirect = result.loc["indirect"]
-    label = "indirect (at W = 0)" if w else "indirect"
-    ax.text(5.0, -0.5, f"{label} = {_fmt(indirect)}  ({indirect['ci_method']})", ha="center",
-            fontsize=9, weight="bold")
+    if w:
+        # W = 0 may lie outside the data (e.g. age): show the index or the conditional effects.
+        keys = [k for k in result.index if k.startswith("index_moderated_mediation")]
+        if not keys:
+            keys = [k for k in result.index if k.startswith("contrast[")]
+        summary = "; ".join(f"{k} = {_fmt(result.loc[k])}" for k in keys)
+        method = result.loc[keys[0], "ci_method"] if keys else ""
+    else:
+        summary = f"indirect = {_fmt(result.loc['indirect'])}"
+        method = result.loc["indirect", "ci_method"]
+    if summary:
+        ax.text(5.0, -0.5, f"{summary}  ({method})", ha="center", fontsize=9, weight="bold")
     if title:
         ax.set_title(title, fontsize=11)
     return fig

@@ -1,0 +1,188 @@
+"""Reading participant-level derivatives back as tidy tables (the group stage's input).
+
+:func:`read_participant_outputs` gives the long table of docs/contracts.md:
+``participant_id, session, task, run, measure, feature, value`` with ``measure`` in ``qc, fc,
+pcorr, dfc_variability, activation, psc``. Edge features are ``<roiA>__<roiB>`` (names sorted),
+activation features ``<roi>:<contrast>``. When a participant × session × task has several runs and
+their fixed-effects combination (the roistats file without ``run-``), the combination is used
+for ``activation``/``psc`` (with ``run`` missing) instead of the single runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from theramark._io import read_tsv
+from theramark.errors import BadInputError
+from theramark.study.entities import parse_entities
+
+MEASURES = ("qc", "fc", "pcorr", "dfc_variability", "activation", "psc")
+
+_QC_METRICS = ("mean_fd", "max_fd", "percent_fd_over_threshold", "percent_censored",
+               "mean_dvars", "tsnr", "n_volumes", "n_volumes_kept", "excluded")
+
+_RELMATS = {
+    "fc": "meas-pearsoncorrelation_relmat.dense.tsv",
+    "pcorr": "meas-partialcorrelation_relmat.dense.tsv",
+    "dfc_variability": "meas-dfcvariability_relmat.dense.tsv",
+}
+
+_COLUMNS = ["participant_id", "session", "task", "run", "measure", "feature", "value"]
+
+
+def _identifiers(path: Path) -> dict[str, object]:
+    entities = parse_entities(path)
+    run = entities.get("run")
+    return {"participant_id": f"sub-{entities['sub']}", "session": entities.get("ses"),
+            "task": entities.get("task"), "run": int(run) if run is not None and run.isdigit()
+            else None, "seg": entities.get("seg")}
+
+
+def _func_files(out_dir: Path, pattern: str) -> list[Path]:
+    return sorted(out_dir.glob(f"sub-*/**/func/*{pattern}"))
+
+
+def read_qc_table(out_dir: str | os.PathLike) -> pd.DataFrame:
+    """QC metrics of every run: one row per run (entities + the metrics of ``desc-qc_metrics``)."""
+    out_dir = Path(out_dir)
+    rows = []
+    for path in _func_files(out_dir, "_desc-qc_metrics.tsv"):
+        ids = _identifiers(path)
+        ids.pop("seg")
+        table = read_tsv(path)
+        if len(table) != 1:
+            raise BadInputError(f"{path}: expected one row of QC metrics, got {len(table)}")
+        rows.append({**ids, **table.iloc[0].to_dict()})
+    columns = ["participant_id", "session", "task", "run", *_QC_METRICS, "exclusion_reason"]
+    table = pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
+    if "run" in table:
+        table["run"] = table["run"].astype("Int64")
+    if "excluded" in table and len(table):
+        table["excluded"] = table["excluded"].astype(str).str.lower().isin(["true", "1"])
+    return table
+
+
+def _edges(path: Path) -> pd.Series:
+    from theramark.imaging.connectivity import fc_edges
+
+    matrix = read_tsv(path)
+    names = list(matrix.columns)
+    if matrix.shape[0] != matrix.shape[1]:
+        raise BadInputError(f"{path}: expected a square matrix with a header row of ROI names, "
+                            f"got {matrix.shape}")
+    return fc_edges(matrix.to_numpy(dtype=float), names)
+
+
+def read_participant_outputs(
+    out_dir: str | os.PathLike, measures: Iterable[str] | None = None, roiset: str | None = None,
+) -> pd.DataFrame:
+    """Every participant-level feature as one tidy long table.
+
+    Parameters
+    ----------
+    out_dir : path
+        The participant-level derivatives root.
+    measures : iterable of str, optional
+        Subset of :data:`MEASURES` (default all).
+    roiset : str, optional
+        The ``seg-`` label to read when the folder holds outputs of several ROI sets.
+
+    Returns
+    -------
+    DataFrame
+        ``participant_id, session, task, run, measure, feature, value``.
+    """
+    out_dir = Path(out_dir)
+    wanted = set(MEASURES if measures is None else measures)
+    unknown = wanted - set(MEASURES)
+    if unknown:
+        raise ValueError(f"unknown measures {sorted(unknown)}; expected some of {MEASURES}")
+    frames: list[pd.DataFrame] = []
+    if "qc" in wanted:
+        qc = read_qc_table(out_dir)
+        if len(qc):
+            metrics = [m for m in _QC_METRICS if m in qc]
+            long = qc.melt(id_vars=["participant_id", "session", "task", "run"],
+                           value_vars=metrics, var_name="feature", value_name="value")
+            long["value"] = pd.to_numeric(long["value"].astype(float), errors="coerce")
+            frames.append(long.assign(measure="qc"))
+    segs = {_identifiers(p)["seg"] for p in _func_files(out_dir, "_seg-*")}
+    segs.discard(None)
+    if roiset is None and len(segs) > 1:
+        raise BadInputError(f"{out_dir}: outputs of several ROI sets ({', '.join(sorted(segs))}); "
+                            "choose one with roiset=")
+    seg = roiset if roiset is not None else (next(iter(segs)) if segs else None)
+    if seg is not None:
+        for measure, suffix in _RELMATS.items():
+            if measure not in wanted:
+                continue
+            for path in _func_files(out_dir, f"_seg-{seg}_{suffix}"):
+                ids = _identifiers(path)
+                ids.pop("seg")
+                edges = _edges(path)
+                frames.append(pd.DataFrame({**ids, "measure": measure,
+                                            "feature": edges.index.to_numpy(),
+                                            "value": edges.to_numpy()}))
+        if wanted & {"activation", "psc"}:
+            frames.extend(_activation(out_dir, seg, wanted))
+    if not frames:
+        return pd.DataFrame(columns=_COLUMNS)
+    table = pd.concat(frames, ignore_index=True)[_COLUMNS]
+    table["run"] = table["run"].astype("Int64")
+    table["value"] = table["value"].astype(float)
+    return table.sort_values(["participant_id", "session", "task", "run", "measure", "feature"],
+                             na_position="first").reset_index(drop=True)
+
+
+def _activation(out_dir: Path, seg: str, wanted: set[str]) -> list[pd.DataFrame]:
+    paths = _func_files(out_dir, f"_seg-{seg}_desc-glm_roistats.tsv")
+    combined = {(i["participant_id"], i["session"], i["task"]) for i in map(_identifiers, paths)
+                if i["run"] is None}
+    frames = []
+    for path in paths:
+        ids = _identifiers(path)
+        ids.pop("seg")
+        if ids["run"] is not None and (ids["participant_id"], ids["session"], ids["task"]) in \
+                combined:
+            continue  # the fixed-effects combination of this participant's runs is used
+        stats = read_tsv(path)
+        feature = stats["roi"].astype(str) + ":" + stats["contrast"].astype(str)
+        for measure, column in (("activation", "effect"), ("psc", "psc")):
+            if measure in wanted:
+                frames.append(pd.DataFrame({**ids, "measure": measure, "feature": feature,
+                                            "value": stats[column].to_numpy(float)}))
+    return frames
+
+
+def group_mean_maps(out_dir: str | os.PathLike, stat: str = "effect") -> dict[str, object]:
+    """Mean over runs of each contrast's voxel map (``desc-<label>_stat-<stat>_statmap``).
+
+    Maps on different grids are resampled to the first one's grid. Returns ``{label: image}``
+    (empty when no maps were written).
+    """
+    import nibabel as nib
+
+    out_dir = Path(out_dir)
+    by_label: dict[str, list[Path]] = {}
+    for path in _func_files(out_dir, f"_stat-{stat}_statmap.nii.gz"):
+        label = parse_entities(path).get("desc")
+        if label:
+            by_label.setdefault(label, []).append(path)
+    maps = {}
+    for label, paths in sorted(by_label.items()):
+        reference = nib.load(paths[0])
+        total = np.zeros(reference.shape, dtype=np.float64)
+        for path in paths:
+            img = nib.load(path)
+            if img.shape != reference.shape or not np.allclose(img.affine, reference.affine):
+                from nilearn.image import resample_to_img
+
+                img = resample_to_img(img, reference, force_resample=True, copy_header=True)
+            total += np.asanyarray(img.dataobj)
+        maps[label] = nib.Nifti1Image((total / len(paths)).astype(np.float32), reference.affine)
+    return maps

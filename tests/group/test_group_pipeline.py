@@ -1,0 +1,158 @@
+"""The group step end to end on a synthetic study with planted, known effects."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from theramark.context import GroupContext
+from theramark.errors import BadInputError
+from theramark.group.features import feature_key
+from theramark.group.pipeline import group_step
+from theramark.report import Report, Section
+from theramark.report.sections.group import literature_coordinates
+
+ROIS = ["amygdala_L", "dacc", "dlpfc_L", "vmpfc", "pgacc", "dlpfc_R", "vlpfc_L", "vlpfc_R"]
+PLANTED = ["amygdala_L__dacc", "dacc__dlpfc_L", "dlpfc_L__vmpfc"]
+
+
+def synthetic_study(seed=0, n_per_arm=16, n_controls=14, cbt_effect=0.6, link=True):
+    """Long participant outputs, participants, outcomes and scores of a two-site trial.
+
+    Planted: patients have FC ``cbt_effect`` lower than controls on ``PLANTED`` edges at baseline;
+    CBT raises them by ``cbt_effect`` at post (back to the control level); MBCT and waitlist do
+    not change; site b adds +0.25 to every edge and scales noise by 1.4 (removed by ComBat); the
+    FC change of the first planted edge tracks HAMD improvement in patients.
+    """
+    rng = np.random.default_rng(seed)
+    edges = ["__".join(sorted(pair)) for pair in itertools.combinations(ROIS, 2)]
+    arms = ["CBT"] * n_per_arm + ["MBCT"] * n_per_arm + ["waitlist"] * n_per_arm + \
+        ["HC"] * n_controls
+    n = len(arms)
+    participants = pd.DataFrame({
+        "participant_id": [f"sub-{i:03d}" for i in range(n)],
+        "age": rng.integers(20, 60, n), "sex": rng.choice(["F", "M"], n),
+        "site": rng.choice(["a", "b"], n), "group": arms,
+    })
+    rows, outcomes, scores = [], [], []
+    for _, person in participants.iterrows():
+        trait = rng.normal(0, 0.2, len(edges))
+        hamd_change = rng.normal(-8 if person["group"] != "waitlist" else -3, 4)
+        for session in ("pre", "post"):
+            values = 0.3 + trait + rng.normal(0, 0.2, len(edges)) * (
+                1.4 if person["site"] == "b" else 1.0)
+            values += 0.25 * (person["site"] == "b")
+            for j, edge in enumerate(edges):
+                if edge in PLANTED and person["group"] != "HC":
+                    values[j] -= cbt_effect
+                    if person["group"] == "CBT" and session == "post":
+                        values[j] += cbt_effect
+            if link and session == "post" and person["group"] != "HC":
+                values[edges.index(PLANTED[0])] += -0.04 * hamd_change
+            for j, edge in enumerate(edges):
+                rows.append((person["participant_id"], session, "rest", 1, "fc", edge, values[j]))
+            rows.append((person["participant_id"], session, "rest", 1, "qc", "mean_fd",
+                         abs(rng.normal(0.15, 0.05))))
+            rows.append((person["participant_id"], session, "rest", 1, "qc", "excluded", 0.0))
+            rows.append((person["participant_id"], session, "mid", 1, "activation",
+                         "nacc_L:gain-neutral", rng.normal(0.5, 0.3)))
+            hamd = 20 + (hamd_change if session == "post" else 0) if person["group"] != "HC" \
+                else 3
+            scores.append((person["participant_id"], session, hamd))
+        if person["group"] != "HC":
+            outcomes.append((person["participant_id"], 20, 20 + hamd_change, hamd_change))
+    long = pd.DataFrame(rows, columns=["participant_id", "session", "task", "run", "measure",
+                                       "feature", "value"])
+    outcomes = pd.DataFrame(outcomes, columns=["participant_id", "baseline", "endpoint", "change"])
+    score_table = pd.DataFrame(scores, columns=["participant_id", "session", "total"])
+    return long, participants, outcomes, {"hamd17": score_table}
+
+
+def _context(tmp_path, seed=0, config=None, **kwargs):
+    long, participants, outcomes, scores = synthetic_study(seed=seed, **kwargs)
+    return GroupContext(
+        bids_dir=tmp_path / "bids", out_dir=tmp_path / "out",
+        config=config or {"longitudinal": {"n_permutations": 500, "nbs_threshold": 0}},
+        participants=participants,
+        results={"participant_outputs": long, "outcomes": outcomes, "scores": scores,
+                 "primary_instrument": "hamd17"},
+        random_state=3,
+    )
+
+
+def test_group_step_finds_planted_effects(tmp_path):
+    ctx = _context(tmp_path)
+    sections = group_step(ctx)
+    stats_dir = ctx.group_dir / "stats"
+    for name in ("group_time", "normalization", "normalization_contrast", "links"):
+        assert (stats_dir / f"{name}.tsv").is_file() and (stats_dir / f"{name}.json").is_file()
+    assert (ctx.group_dir / "features.parquet").is_file()
+    assert (ctx.group_dir / "features.tsv").is_file()
+    results = ctx.results["group_stats"]
+    assert results["harmonization"]["applied"]
+    assert results["harmonization"]["model"] == "LongitudinalComBat"
+    table = results["group_time"]
+    planted = [feature_key("fc", "rest", e) for e in PLANTED]
+    cbt = table[table["arm"] == "CBT"].set_index("feature")
+    assert (cbt.loc[planted, "q_fdr"] < 0.05).all()
+    assert (cbt.loc[planted, "estimate"] > 0).all()
+    assert (cbt.loc[planted, "p_fwe"] < 0.05).sum() >= 2
+    others = table[~table["feature"].isin(planted)]
+    assert (others["p_fwe"] < 0.05).sum() <= 1
+    assert (table[table["arm"] == "MBCT"]["q_fdr"] < 0.05).sum() <= 1
+    emm = results["emmeans"].set_index(["feature", "group", "session"])["emmean"]
+    assert (stats_dir / "emmeans.tsv").is_file()
+    assert emm[(planted[1], "CBT", "post")] - emm[(planted[1], "CBT", "pre")] > 0.3
+    # CBT moves toward controls on the planted edges
+    norm = results["normalization"].set_index(["feature", "arm"])
+    assert (norm.loc[[(f, "CBT") for f in planted], "percent_normalized"] > 50).all()
+    # the planted brain–symptom link is found with the primary outcome
+    links = results["links"]
+    primary = links[links["symptom"] == "hamd17 (primary)"].set_index("feature")
+    assert primary.loc[planted[0], "p_fwe"] < 0.05
+    assert primary.loc[planted[0], "r"] < 0
+    assert "hamd17" in set(links["symptom"])
+    # the report renders
+    assert all(isinstance(s, Section) and s.order == 40 for s in sections)
+    html = Report().add(*sections).to_html()
+    assert "Group statistics" in html and "data:image/png;base64" in html
+
+
+def test_group_step_config_and_single_site(tmp_path):
+    config = {"longitudinal": {"n_permutations": 0, "nbs_threshold": 0},
+              "harmonize": {"enabled": False}}
+    ctx = _context(tmp_path, seed=1, config=config, link=False)
+    group_step(ctx)
+    results = ctx.results["group_stats"]
+    assert not results["harmonization"]["applied"]
+    assert results["group_time"]["p_fwe"].isna().all()
+    config = {"longitudinal": {"n_permutations": 0, "nbs_threshold": 0},
+              "harmonize": {"fit_on": "controls", "ref_site": "a"}}
+    ctx = _context(tmp_path / "controls", seed=1, config=config)
+    group_step(ctx)
+    info = ctx.results["group_stats"]["harmonization"]
+    assert info["applied"] and info["n_fit_rows"] == 2 * 14  # controls × sessions
+    assert "group_session" not in info["preserved"]  # group is constant among controls
+    bad = _context(tmp_path / "bad", config={"longitudinal": {"n_perms": 10}})
+    with pytest.raises(BadInputError, match="n_perms"):
+        group_step(bad)
+
+
+@pytest.mark.slow
+def test_group_step_nbs_component(tmp_path):
+    config = {"longitudinal": {"n_permutations": 300, "nbs_threshold": 2.5}}
+    ctx = _context(tmp_path, seed=2, config=config, cbt_effect=0.6)
+    sections = group_step(ctx)
+    components = ctx.results["group_stats"]["nbs_components"]
+    cbt = components[components["contrast"] == "CBT - waitlist"]
+    assert (cbt["p_fwe"] < 0.05).any()
+    edges = ctx.results["group_stats"]["nbs_edges"]
+    strongest = edges[(edges["contrast"] == "CBT - waitlist") & (edges["component"] == 1)]
+    found = {"__".join(sorted(p)) for p in zip(strongest["node_a"], strongest["node_b"],
+                                                strict=True)}
+    assert set(PLANTED) <= found
+    assert set(ROIS) <= set(literature_coordinates().index)
+    assert "NBS" in Report().add(*sections).to_html()
