@@ -248,10 +248,14 @@ def test_bridge_expected_influence_two_step_by_hand():
     (pd.DataFrame({"a": np.arange(10.0), "b": np.ones(10), "c": np.arange(10.0) ** 2}), "constant"),
     (pd.DataFrame({"a": [1.0, 2.0], "b": [2.0, 1.0], "c": [0.0, 3.0]}), "complete rows"),
     (pd.DataFrame({"a": np.arange(10.0)}), "at least 2 columns"),
+    (pd.DataFrame({"a": np.arange(10.0), "b": np.full(10, np.nan), "c": np.arange(10.0) ** 2}),
+     "column 'b': 10 missing"),
 ])
 def test_bad_input(frame, message):
-    with pytest.raises(BadInputError, match=message):
-        ebicglasso(frame)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)       # listwise-deletion notice
+        with pytest.raises(BadInputError, match=message):
+            ebicglasso(frame)
 
 
 def test_collinear_columns_rejected():

@@ -113,3 +113,18 @@ def test_bad_arguments():
         case_drop_stability(data, n_boot=10, statistics=("bridge_strength",))
     with pytest.raises(BadInputError, match="n_boot"):
         bootstrap_edges(data, n_boot=1)
+
+
+def test_resample_correlations_match_scipy_and_pandas():
+    from scipy import stats
+
+    from theramark.psychosocial.network_stability import _correlations
+
+    data = _chain_data(120, p=4, seed=10).round(1)          # ties exercise average ranks
+    rows = np.random.default_rng(11).integers(0, 120, size=(3, 120))
+    values = data.to_numpy()
+    pearson = _correlations(values, rows, "pearson")
+    spearman = _correlations(values, rows, "spearman")
+    for b, r in enumerate(rows):
+        np.testing.assert_allclose(pearson[b], np.corrcoef(values[r], rowvar=False), atol=1e-12)
+        np.testing.assert_allclose(spearman[b], stats.spearmanr(values[r]).statistic, atol=1e-12)

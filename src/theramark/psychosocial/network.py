@@ -120,8 +120,10 @@ def prepare_items(data: pd.DataFrame | np.ndarray, *, min_rows: int | None = Non
     n_nodes = complete.shape[1]
     needed = n_nodes + 1 if min_rows is None else int(min_rows)
     if len(complete) < needed:
+        missing = values.isna().sum()
         raise BadInputError(
-            f"{what}: {len(complete)} complete rows; at least {needed} are needed for {n_nodes} nodes"
+            f"{what}: {len(complete)} complete rows; at least {needed} are needed for {n_nodes} nodes",
+            [f"column {str(c)!r}: {int(k)} missing of {len(values)}" for c, k in missing.items() if k],
         )
     constant = [str(c) for c in complete.columns if complete[c].nunique() < 2]
     if constant:
