@@ -278,3 +278,19 @@ def test_missing_rows_are_dropped_and_stated():
     assert res.attrs["n_dropped"] == 3 and res["n"].eq(77).all()
     full = mediation(df.dropna(), "x", "m", "y", n_boot=200, random_state=0)
     pd.testing.assert_frame_equal(res, full)
+
+
+def test_bias_corrected_interval_closed_forms():
+    from scipy import stats
+
+    from theramark.psychosocial.mediation import bootstrap_interval
+
+    draws = stats.norm.ppf((np.arange(20000) + 0.5) / 20000)  # symmetric around 0
+    # Median-unbiased draws: z0 = 0, so the bias-corrected interval is the percentile one.
+    np.testing.assert_allclose(bootstrap_interval(draws, 0.0, 0.95, "bias-corrected"),
+                               bootstrap_interval(draws, 0.0, 0.95, "percentile"), atol=1e-3)
+    np.testing.assert_allclose(bootstrap_interval(draws, 0.0, 0.95, "percentile"),
+                               [-1.96, 1.96], atol=1e-3)
+    # Estimate at the 69th percentile of the draws: z0 = 0.5, interval at Φ(2·0.5 ± 1.96).
+    lo, hi = bootstrap_interval(draws, 0.5, 0.95, "bias-corrected")
+    np.testing.assert_allclose([lo, hi], [1 - 1.959964, 1 + 1.959964], atol=5e-3)

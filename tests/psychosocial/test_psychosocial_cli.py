@@ -102,6 +102,17 @@ def test_group_step_states_what_it_skips(tmp_path):
     assert "skipped" in html
 
 
+def test_group_step_group_filter(tmp_path):
+    ctx = _study(tmp_path, n=80, with_ema=False)
+    ctx.participants = ctx.participants.assign(group=["CBT", "HC"] * 40)
+    ctx.config = {"psychosocial": {"n_boot": 200, "groups": ["CBT"]}}
+    group_step(ctx)
+    assert ctx.results["psychosocial"]["mediation_model4"].attrs["n"] == 40
+    ctx.config = {"psychosocial": {"groups": ["MBCT"]}}
+    with pytest.raises(BadInputError, match="match no participant"):
+        group_step(ctx)
+
+
 def test_group_step_rejects_unknown_config_keys(tmp_path):
     ctx = _study(tmp_path, n=30, with_ema=False)
     ctx.config = {"psychosocial": {"mediation": {"xx": "ctq_en"}}}
@@ -163,6 +174,11 @@ def test_cli_ema(tmp_path):
                  "--y", "positive_affect", "--lag", "--no-random-slope",
                  "-o", str(tmp_path / "ema_out.tsv")]) == 0
     assert (tmp_path / "ema_out_compliance.tsv").is_file()
+
+
+def test_cli_without_analysis_prints_usage(capsys):
+    assert main(["psychosocial"]) == 2
+    assert "mediate" in capsys.readouterr().out
 
 
 def test_cli_bad_input_exit_code(table_path, capsys):

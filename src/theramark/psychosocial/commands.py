@@ -122,6 +122,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sub = parser.add_subparsers(dest="psychosocial_command", metavar="ANALYSIS")
 
+    def _usage(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    parser.set_defaults(func=_usage)
+
     p = sub.add_parser("mediate", help="(moderated) mediation, PROCESS models 4, 6, 7, 14, 58")
     _common(p)
     p.add_argument("--x", required=True, help="predictor column")

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import stats
+from threadpoolctl import threadpool_limits
 
 from theramark.errors import BadInputError
 from theramark.psychosocial._data import Prepared, as_list, check_full_rank, prepare
@@ -84,6 +85,22 @@ def coefficient_table(fit: OLSFit, equation: str, confidence: float) -> pd.DataF
         "equation": equation, "term": fit.names, "estimate": fit.coef, "se": se, "t": t,
         "p": 2 * stats.t.sf(np.abs(t), fit.df_resid),
         "ci_low": fit.coef - crit * se, "ci_high": fit.coef + crit * se, "df": fit.df_resid,
+    })
+
+
+def coefficient_tables(fits: dict[str, OLSFit], confidence: float) -> pd.DataFrame:
+    """:func:`coefficient_table` of several fits stacked (built once, without concat)."""
+    names = list(fits)
+    est = np.concatenate([fits[k].coef for k in names])
+    se = np.concatenate([np.sqrt(np.diag(fits[k].cov)) for k in names])
+    df = np.concatenate([np.full(fits[k].coef.size, fits[k].df_resid) for k in names])
+    t = est / se
+    crit = stats.t.ppf(0.5 + confidence / 2, df)
+    return pd.DataFrame({
+        "equation": np.repeat(names, [fits[k].coef.size for k in names]),
+        "term": [term for k in names for term in fits[k].names],
+        "estimate": est, "se": se, "t": t, "p": 2 * stats.t.sf(np.abs(t), df),
+        "ci_low": est - crit * se, "ci_high": est + crit * se, "df": df,
     })
 
 
@@ -374,9 +391,11 @@ def mediation(
         intervals (as ``lm``); indirect rows use the bootstrap SD and interval, and have no p value
         (judge them by the interval, as Hayes recommends). ``std_estimate`` is the completely
         standardized effect (coefficient × SD(from) / SD(to)); interaction terms and indices have
-        none. ``attrs`` hold ``coefficients`` (every equation's full table), ``n``, ``n_dropped``,
-        ``note`` (listwise deletion, codings), ``model``, ``n_boot``, ``n_boot_valid``,
-        ``w_values`` and ``ci_method``.
+        none. ``std_ci_*`` are bootstrap intervals of the standardized effect for indirect rows
+        (SDs recomputed in each resample) and the rescaled t interval for path rows. ``attrs``
+        hold ``coefficients`` (every equation's full table), ``n``, ``n_dropped``, ``note``
+        (listwise deletion, codings), ``model``, ``n_boot``, ``n_boot_valid``, ``w_values`` and
+        ``ci_method``.
 
     Raises
     ------
@@ -422,18 +441,19 @@ def mediation(
     what = f"mediation (model {model})"
     fits = {}
     n = len(frame)
-    ones = np.ones((n, 1))
-    designs = {}
+    # One float array with the intercept first; equations index its columns (no pandas per fit).
+    table = np.column_stack([np.ones(n), frame.to_numpy(dtype=float)])
+    column = {name: k + 1 for k, name in enumerate(frame.columns)}
+    column["(intercept)"] = 0
     for eq in equations:
-        design = np.hstack([ones, frame[eq.predictors].to_numpy()])
-        designs[eq.name] = design
-        fits[eq.name] = fit_ols(design, frame[eq.outcome].to_numpy(),
+        design = table[:, [0] + [column[v] for v in eq.predictors]]
+        fits[eq.name] = fit_ols(design, table[:, column[eq.outcome]],
                                 ["(intercept)", *eq.predictors], f"{what}, equation {eq.name}")
     point = {(eq.name, t): fits[eq.name].coef[i + 1]
              for eq in equations for i, t in enumerate(eq.predictors)}
     effects = _build_effects(model, x, ms, y, w, w_vals)
     base_vars = [x, *ms, y]
-    sd_point = frame[base_vars].std(ddof=1).to_dict()
+    sd_point = {v: float(np.std(table[:, column[v]], ddof=1)) for v in base_vars}
 
     boot = {}
     boot_sd = None
@@ -445,25 +465,28 @@ def mediation(
         std_draws = {e.name: [] for e in boot_effects}
         used = list(dict.fromkeys(
             [v for eq in equations for v in (*eq.predictors, eq.outcome)] + base_vars))
-        engine = MomentBootstrap(
-            np.column_stack([np.ones(n), frame[used].to_numpy()]), ["(intercept)", *used])
+        engine = MomentBootstrap(table[:, [0] + [column[v] for v in used]],
+                                 ["(intercept)", *used])
         remaining = int(n_boot)
-        while remaining > 0:
-            size = min(chunk_size, remaining)
-            remaining -= size
-            moments = engine.moments(bootstrap_counts(rng, size, n).astype(float))
-            coefs = {}
-            for eq in equations:
-                beta = engine.solve(moments, ["(intercept)", *eq.predictors], eq.outcome)
-                for i, t in enumerate(eq.predictors):
-                    coefs[(eq.name, t)] = beta[:, i + 1]
-            sd_map = {v: engine.sd(moments, v) for v in base_vars}
-            for e in boot_effects:
-                val = np.asarray(e.value(coefs), dtype=float)
-                draws[e.name].append(val)
-                if e.std_scale is not None:
-                    f, t = e.std_scale
-                    std_draws[e.name].append(val * sd_map[f] / sd_map[t])
+        # The products are small (resamples × rows × a few columns): BLAS threads only add
+        # synchronization, and oversubscribe cores when analyses run in parallel.
+        with threadpool_limits(limits=1, user_api="blas"):
+            while remaining > 0:
+                size = min(chunk_size, remaining)
+                remaining -= size
+                moments = engine.moments(bootstrap_counts(rng, size, n).astype(float))
+                coefs = {}
+                for eq in equations:
+                    beta = engine.solve(moments, ["(intercept)", *eq.predictors], eq.outcome)
+                    for i, t in enumerate(eq.predictors):
+                        coefs[(eq.name, t)] = beta[:, i + 1]
+                sd_map = {v: engine.sd(moments, v) for v in base_vars}
+                for e in boot_effects:
+                    val = np.asarray(e.value(coefs), dtype=float)
+                    draws[e.name].append(val)
+                    if e.std_scale is not None:
+                        f, t = e.std_scale
+                        std_draws[e.name].append(val * sd_map[f] / sd_map[t])
         boot = {k: np.concatenate(v) for k, v in draws.items()}
         valid = np.all([np.isfinite(v) for v in boot.values()], axis=0)
         n_valid = int(valid.sum())
@@ -516,10 +539,7 @@ def mediation(
 
 def _attrs(prepared: Prepared, model, x, ms, y, w, w_vals, cov, fits, confidence, n_boot,
            n_valid, ci_method) -> dict:
-    coefficients = pd.concat(
-        [coefficient_table(fit, name, confidence) for name, fit in fits.items()],
-        ignore_index=True,
-    )
+    coefficients = coefficient_tables(fits, confidence)
     note = prepared.note()
     if model in (7, 14, 58):
         note += (f"; unconditional a, b and indirect effects are at {w} = 0; the total effect "

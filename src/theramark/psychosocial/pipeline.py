@@ -9,6 +9,7 @@ missing is skipped with the reason stated in the report, never silently.
 ``[psychosocial]`` keys (defaults in :data:`DEFAULTS`):
 
 - ``session``: session the cross-sectional analyses use (``pre``).
+- ``groups``: keep only these values of the ``participants.tsv`` ``group`` column (default: all).
 - ``variables``: label → source, where a source is ``<instrument>.<score column>`` (scored scales),
   a ``participants.tsv`` column, or a ``phenotype/financial_strain.tsv`` column.
 - ``mediation``: ``x, m, y, w, models, covariates`` (labels); ``n_boot``, ``seed``, ``ci_method``.
@@ -33,6 +34,7 @@ from theramark.errors import BadInputError, TheramarkError
 DEFAULTS: dict[str, Any] = {
     "enabled": True,
     "session": "pre",
+    "groups": [],
     "n_boot": 5000,
     "seed": 0,
     "ci_method": "percentile",
@@ -120,6 +122,17 @@ def run_analyses(ctx, cfg: dict) -> dict[str, Any]:
     from theramark.psychosocial.moderation import moderation
 
     table, missing = baseline_table(ctx, cfg["session"], cfg["variables"])
+    if cfg["groups"]:
+        if "group" not in ctx.participants.columns:
+            raise BadInputError("[psychosocial] groups is set but participants.tsv has no "
+                                "'group' column")
+        keep = ctx.participants.loc[ctx.participants["group"].isin(cfg["groups"]),
+                                    "participant_id"].astype(str)
+        if keep.empty:
+            raise BadInputError(
+                f"[psychosocial] groups {cfg['groups']} match no participant; groups present: "
+                f"{', '.join(map(str, sorted(ctx.participants['group'].dropna().unique())))}")
+        table = table[table["participant_id"].isin(set(keep))].reset_index(drop=True)
     results: dict[str, Any] = {"data": table, "skipped": {}}
     skipped = results["skipped"]
 
