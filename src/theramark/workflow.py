@@ -125,7 +125,7 @@ def run_demo(out_dir: str | Path, preset: str = "demo", seed: int = 0, n_jobs: i
         print(f"[demo] reusing the simulated study in {bids_dir}", flush=True)
     else:
         print(f"[demo] simulating a {preset} study in {bids_dir} ...", flush=True)
-        simulate_study(bids_dir, preset=preset, seed=seed, n_jobs=n_jobs or 1)
+        simulate_study(bids_dir, preset=preset, seed=seed, n_jobs=n_jobs or -1)
     print("[demo] participant level ...", flush=True)
     runs = run_participant_level(bids_dir, results, n_jobs=n_jobs)
     print(f"[demo] {len(runs)} runs processed", flush=True)

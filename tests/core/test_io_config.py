@@ -30,6 +30,16 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path):
     assert list(target.parent.iterdir()) == []
 
 
+def test_written_files_follow_the_umask(tmp_path: Path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    mode = stat.S_IMODE(write_tsv(tmp_path / "t.tsv", pd.DataFrame({"a": [1]})).stat().st_mode)
+    assert mode == 0o666 & ~mask
+
+
 def test_tsv_round_trip_uses_na(tmp_path: Path):
     table = pd.DataFrame({"participant_id": ["sub-1", "sub-2"], "score": [1.5, np.nan]})
     path = write_tsv(tmp_path / "t.tsv", table)

@@ -176,6 +176,9 @@ def test_null_preset_has_no_psychosocial_structure():
     rate = ((1 - wide["post"] / wide["pre"]) >= 0.5).groupby(truth.set_index("participant_id")[
         "group"]).mean()
     assert abs(rate["CBT"] - rate["waitlist"]) < 0.1
+    ema = ema_table(truth, np.random.default_rng(0), planted=False).dropna()
+    gap = ema.groupby("social_contact")["positive_affect"].mean()
+    assert abs(gap[1] - gap[0]) < 1.5  # SE of the gap is about 0.4 points with 21000 prompts
 
 
 def test_ema_missed_prompts_and_social_contact_effect(big):

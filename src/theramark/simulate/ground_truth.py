@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 
 from theramark import __version__
+from theramark.simulate.phenotype import EMA_ANHEDONIA_EFFECT, EMA_CONTACT_EFFECT
 from theramark.simulate.presets import (
     PATIENT_GROUPS,
     REPETITION_TIME,
@@ -77,9 +78,10 @@ def ground_truth(preset: Preset, seed: int, resolution: int, rois: pd.DataFrame,
             "size": {
                 "value": eff.amygdala_acc_slope,
                 "units": "added latent correlation per unit fraction of baseline HAMD-17 "
-                         "improvement (responders improve 55-85% by post); therapy groups rise "
-                         "more than waitlist because they improve more",
+                         "improvement (responders improve 55-85% by post), plus a therapy-"
+                         "specific rise in CBT and MBCT (therapy_rise_by_session)",
                 "base_correlation": eff.amygdala_acc_base,
+                "therapy_rise_by_session": dict(eff.amygdala_acc_therapy),
             },
             "sign": "+",
             "location_mni": _location(rois, "amygdala_L", "dacc"),
@@ -188,6 +190,20 @@ def ground_truth(preset: Preset, seed: int, resolution: int, rois: pd.DataFrame,
                 "value": eff.loneliness_weight,
                 "units": "weight of loneliness on its neighbours (stress, support, extraversion, "
                          "neuroticism, strain) and of its neighbours on it (latent SD per SD)",
+            },
+            "sign": "+",
+            "planted": planted,
+        },
+        {
+            "name": "ema_social_contact_raises_positive_affect",
+            "kind": "ema_within_person",
+            "variables": {"x": "social_contact", "y": "positive_affect",
+                          "person_level": "shaps (latent anhedonia)"},
+            "sessions": ["pre"],
+            "size": {
+                "value": EMA_CONTACT_EFFECT if planted else 0.0,
+                "units": "points of positive affect (0-100) at prompts with social contact",
+                "person_mean_per_anhedonia_sd": EMA_ANHEDONIA_EFFECT if planted else 0.0,
             },
             "sign": "+",
             "planted": planted,

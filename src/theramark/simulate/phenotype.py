@@ -194,13 +194,20 @@ FINANCIAL_STRAIN_SIDECAR = {
 }
 
 
+#: Within-person effect of social contact on positive affect (points on the 0-100 scale).
+EMA_CONTACT_EFFECT = 8.0
+#: Person-mean positive affect per latent SD of anhedonia (points).
+EMA_ANHEDONIA_EFFECT = -7.0
+
+
 def ema_table(truth: pd.DataFrame, rng: np.random.Generator, days: int = 7,
-              prompts: int = 5, p_missed: float = 0.12) -> pd.DataFrame:
+              prompts: int = 5, p_missed: float = 0.12, planted: bool = True) -> pd.DataFrame:
     """Baseline ecological momentary assessment: ``days`` × ``prompts`` rows per participant.
 
     Person means of positive affect and anticipated pleasure fall with anhedonia (SHAPS latent);
     social contact is likelier in less lonely people and raises positive affect at that prompt by
-    8 points (0-100 scale). Missed prompts keep their row with ``n/a`` answers.
+    8 points (0-100 scale). Missed prompts keep their row with ``n/a`` answers. With
+    ``planted=False`` (null preset) neither effect is there.
     """
     n = len(truth)
     n_prompts = days * prompts
@@ -214,8 +221,11 @@ def ema_table(truth: pd.DataFrame, rng: np.random.Generator, days: int = 7,
     fluctuation[:, 0] = innovations[:, 0]
     for k in range(1, n_prompts):
         fluctuation[:, k] = 0.4 * fluctuation[:, k - 1] + np.sqrt(1 - 0.16) * innovations[:, k]
-    affect = (60.0 - 7.0 * shaps)[:, None] + 8.0 * contact + fluctuation
-    pleasure = (55.0 - 8.0 * shaps)[:, None] + 0.5 * fluctuation + rng.normal(0, 8, (n, n_prompts))
+    weight = 1.0 if planted else 0.0
+    affect = ((60.0 + weight * EMA_ANHEDONIA_EFFECT * shaps)[:, None]
+              + weight * EMA_CONTACT_EFFECT * contact + fluctuation)
+    pleasure = ((55.0 + weight * 8.0 / 7.0 * EMA_ANHEDONIA_EFFECT * shaps)[:, None]
+                + 0.5 * fluctuation + rng.normal(0, 8, (n, n_prompts)))
     day = np.repeat(np.arange(1, days + 1), prompts)
     prompt = np.tile(np.arange(1, prompts + 1), days)
     hours = (day - 1) * 24.0 + 9.0 + 3.0 * (prompt - 1)

@@ -39,8 +39,11 @@ class EffectSizes:
     dfc_amplitude_cbt: dict[str, float] = field(
         default_factory=lambda: {"pre": 0.15, "mid": 0.45, "post": 0.7})
     #: amygdala_L-dACC: added correlation = base + slope * fraction of baseline HAMD-17 improvement.
-    amygdala_acc_base: float = 0.1
-    amygdala_acc_slope: float = 0.9
+    amygdala_acc_base: float = 0.05
+    amygdala_acc_slope: float = 1.0
+    #: ... plus this therapy-specific rise in CBT and MBCT per session (added correlation).
+    amygdala_acc_therapy: dict[str, float] = field(
+        default_factory=lambda: {"pre": 0.0, "mid": 0.1, "post": 0.2})
     #: NAcc gain-anticipation response added in CBT and MBCT (percent signal change) per session.
     nacc_gain_increase: dict[str, float] = field(
         default_factory=lambda: {"pre": 0.0, "mid": 0.75, "post": 1.5})
@@ -66,7 +69,8 @@ class EffectSizes:
 
 NULL_EFFECTS = EffectSizes(
     dfc_amplitude_cbt={"pre": 0.15, "mid": 0.15, "post": 0.15},
-    amygdala_acc_base=0.1, amygdala_acc_slope=0.0,
+    amygdala_acc_base=0.05, amygdala_acc_slope=0.0,
+    amygdala_acc_therapy={"pre": 0.0, "mid": 0.0, "post": 0.0},
     nacc_gain_increase={"pre": 0.0, "mid": 0.0, "post": 0.0},
     sgacc_nacc_slope=0.0, propensity_logodds=0.0,
     response_rate={"CBT": 0.2, "MBCT": 0.2, "waitlist": 0.2, "HC": 0.0},
@@ -78,6 +82,7 @@ NULL_EFFECTS = EffectSizes(
 LARGE_EFFECTS = EffectSizes(
     dfc_amplitude_cbt={"pre": 0.15, "mid": 0.3, "post": 0.45},
     amygdala_acc_slope=0.4,
+    amygdala_acc_therapy={"pre": 0.0, "mid": 0.05, "post": 0.1},
     nacc_gain_increase={"pre": 0.0, "mid": 0.2, "post": 0.4},
     sgacc_nacc_slope=0.1,
 )

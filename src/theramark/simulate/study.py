@@ -60,6 +60,8 @@ def plan_runs(truth: pd.DataFrame, preset: Preset, seed: int,
             improvement = getattr(row, f"improvement_{session}")
             amygdala = eff.amygdala_acc_base + (eff.amygdala_acc_slope * improvement
                                                 if patient else 0.0)
+            if row.group in THERAPY_GROUPS:
+                amygdala += eff.amygdala_acc_therapy[session]
             dfc = (eff.dfc_amplitude_cbt[session] if row.group == "CBT"
                    else eff.dfc_amplitude_baseline)
             sgacc = eff.sgacc_nacc_base + (eff.sgacc_nacc_slope * row.propensity_z
@@ -281,7 +283,8 @@ def simulate_study(out_dir: str | os.PathLike, preset: str = "demo",
         write_json(root / "phenotype" / f"{instrument.id}.json", pheno.instrument_sidecar(instrument))
     write_tsv(root / "phenotype" / "financial_strain.tsv", pheno.financial_strain_table(targets))
     write_json(root / "phenotype" / "financial_strain.json", pheno.FINANCIAL_STRAIN_SIDECAR)
-    write_tsv(root / "phenotype" / "ema.tsv", pheno.ema_table(truth, pheno_rng))
+    write_tsv(root / "phenotype" / "ema.tsv", pheno.ema_table(truth, pheno_rng,
+                                                                planted=preset_obj.planted))
     write_json(root / "phenotype" / "ema.json", pheno.EMA_SIDECAR)
     _write_metadata(root, preset_obj, seed, int(resolution), truth, slice_times)
 
