@@ -15,6 +15,16 @@ from theramark.group.pipeline import group_step
 from theramark.report import Report, Section
 from theramark.report.sections.group import literature_coordinates
 
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Sections hold open matplotlib figures until rendered; close those a test leaves."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 ROIS = ["amygdala_L", "dacc", "dlpfc_L", "vmpfc", "pgacc", "dlpfc_R", "vlpfc_L", "vlpfc_R"]
 PLANTED = ["amygdala_L__dacc", "dacc__dlpfc_L", "dlpfc_L__vmpfc"]
 
@@ -156,3 +166,42 @@ def test_group_step_nbs_component(tmp_path):
     assert set(PLANTED) <= found
     assert set(ROIS) <= set(literature_coordinates().index)
     assert "NBS" in Report().add(*sections).to_html()
+
+
+def test_group_step_reads_participant_derivatives(tmp_path):
+    """The features table is built from BEP017 files through imaging.outputs (the real reader)."""
+    pytest.importorskip("theramark.imaging.outputs")
+    from theramark._io import write_tsv
+
+    rng = np.random.default_rng(5)
+    rois = ["amygdala_L", "dacc", "vmpfc", "pgacc"]
+    arms = ["CBT"] * 5 + ["waitlist"] * 5 + ["HC"] * 4
+    participants = pd.DataFrame({"participant_id": [f"sub-{i:02d}" for i in range(len(arms))],
+                                 "age": 30, "sex": "F", "site": "a", "group": arms})
+    out = tmp_path / "out"
+    written = {}
+    for pid in participants["participant_id"]:
+        for session in ("pre", "post"):
+            func = out / pid / f"ses-{session}" / "func"
+            prefix = f"{pid}_ses-{session}_task-rest"
+            z = rng.normal(0.3, 0.2, (4, 4))
+            z = (z + z.T) / 2
+            np.fill_diagonal(z, 0.0)
+            write_tsv(func / f"{prefix}_seg-literature_meas-pearsoncorrelation_relmat.dense.tsv",
+                      pd.DataFrame(z, columns=rois))
+            write_tsv(func / f"{prefix}_desc-qc_metrics.tsv", pd.DataFrame([{
+                "mean_fd": 0.1, "max_fd": 0.3, "percent_fd_over_threshold": 1.0,
+                "percent_censored": 0.0, "mean_dvars": 1.0, "tsnr": 50.0, "n_volumes": 200,
+                "n_volumes_kept": 200, "excluded": False, "exclusion_reason": "n/a"}]))
+            written[(pid, session)] = z[0, 1]
+    ctx = GroupContext(bids_dir=tmp_path, out_dir=out, participants=participants,
+                       config={"longitudinal": {"n_permutations": 0, "nbs_threshold": 0}})
+    group_step(ctx)
+    features = ctx.results["features"]
+    edge = features[(features["measure"] == "fc") & (features["feature"] == "amygdala_L__dacc")]
+    got = edge.set_index(["participant_id", "session"])["value"]
+    for key, value in written.items():
+        assert got[key] == pytest.approx(value)
+    table = ctx.results["group_stats"]["group_time"]
+    assert len(table) == 6 and set(table["arm"]) == {"CBT"}  # 6 edges, one arm vs waitlist
+    assert (ctx.group_dir / "features.parquet").is_file()

@@ -172,3 +172,18 @@ def test_longitudinal_combat_location_model_is_the_reml_mixed_model():
     assert model.var_pooled_[0] == pytest.approx(ref.scale, rel=1e-4)
     assert model.beta_covariates_[0, 0] == pytest.approx(
         ref.fe_params["C(session)[T.pre]"], rel=1e-4)
+
+
+@pytest.mark.parametrize("options", [{"eb": False}, {"mean_only": True},
+                                     {"mean_only": True, "parametric": False}])
+def test_matches_neurocombat_without_eb_and_mean_only(options):
+    neuro = pytest.importorskip("neuroCombat")
+    data, sites, covars = _site_data(seed=5)
+    with contextlib.redirect_stdout(io.StringIO()):
+        expected = neuro.neuroCombat(
+            data.T.copy(), covars.assign(site=sites), "site", categorical_cols=["sex", "group"],
+            continuous_cols=["age"], **options)["data"].T
+    model = ComBat(empirical_bayes=options.get("eb", True),
+                   mean_only=options.get("mean_only", False),
+                   parametric=options.get("parametric", True))
+    np.testing.assert_allclose(model.fit_transform(data, sites, covars), expected, atol=1e-6)

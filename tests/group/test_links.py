@@ -79,9 +79,12 @@ def test_missing_values_and_change_scores():
     assert change.loc["s2", "b"] == 0.5
     data, symptom, _ = _links_data(seed=3, n=20, n_features=4)
     data.iloc[0, 1] = np.nan
+    # a participant with a symptom change but no imaging at all (every run excluded) is left out
+    data.loc["sub-no-imaging"] = np.nan
+    symptom.loc["sub-no-imaging"] = -3.0
     result = brain_symptom_links(data, symptom, n_permutations=100)
     assert result.loc[1, "n"] == 19 and np.isnan(result.loc[1, "p_permutation"])
-    assert np.isfinite(result.loc[0, "p_permutation"])
+    assert result.loc[0, "n"] == 20 and np.isfinite(result.loc[0, "p_permutation"])
     with pytest.raises(BadInputError, match="too few"):
         brain_symptom_links(data.iloc[:3], symptom)
     with pytest.raises(BadInputError, match="session 'week8'"):

@@ -207,6 +207,12 @@ def test_ds003007_group_time_effects_bdi_and_madrs():
     with pytest.raises(AnalysisError, match="rank deficient"):
         group_time_effects(long, ["madrs"], participant="participant",
                            reference_group="depr_no_treatment")
+    both = group_time_effects(long, ["bdi", "madrs"], participant="participant",
+                              reference_group="depr_no_treatment", skip_inestimable=True)
+    assert (both.loc[both["feature"] == "madrs", "method"] == "not_estimable").all()
+    assert both.loc[both["feature"] == "madrs", "p"].isna().all()
+    np.testing.assert_allclose(both.loc[both["feature"] == "bdi", "estimate"],
+                               oracle["estimate"][4:], rtol=1e-6)
     madrs = group_time_effects(long, ["madrs"], participant="participant",
                                reference_group="depr_nfb", arms=["depr_cbt"])
     assert np.isfinite(madrs["estimate"]).all() and len(madrs) == 1

@@ -55,6 +55,9 @@ def test_normalization_matches_scipy_and_finds_planted_effect():
     assert cbt.loc[features[:10], "percent_normalized"].median() > 70
     assert cbt.loc[features[10:], "percent_normalized"].abs().median() < 30
     assert (cbt.loc[features[:10], "p"] < 0.05).mean() >= 0.8
+    # an arm that was not abnormal at baseline has no percent normalized
+    assert normalization(table, features[:2], min_baseline_distance=50)[
+        "percent_normalized"].isna().all()
     waitlist = result[result["arm"] == "waitlist"]
     assert (waitlist["p"] < 0.05).mean() < 0.15
     contrast = normalization_contrast(table, features).set_index("feature")

@@ -200,9 +200,10 @@ def satterthwaite_df(fit: RemlFit, contrasts: np.ndarray, rel_step: float = 2e-4
     f = var_contrast(s2, t2)
     interior = t2 > 1e-10 * s2
     det = h11 * h22 - h12**2
-    # W = 2 H^-1
-    w11 = np.where(interior, 2 * h22 / det, 2 / h11)
-    w22 = np.where(interior, 2 * h11 / det, 0.0)
-    w12 = np.where(interior, -2 * h12 / det, 0.0)
-    quad = (g1**2 * w11[:, None] + 2 * g1 * g2 * w12[:, None] + g2**2 * w22[:, None])
-    return 2 * f**2 / quad
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # W = 2 H^-1 (both branches are evaluated; only the selected one is used)
+        w11 = np.where(interior, 2 * h22 / det, 2 / h11)
+        w22 = np.where(interior, 2 * h11 / det, 0.0)
+        w12 = np.where(interior, -2 * h12 / det, 0.0)
+        quad = (g1**2 * w11[:, None] + 2 * g1 * g2 * w12[:, None] + g2**2 * w22[:, None])
+        return 2 * f**2 / quad

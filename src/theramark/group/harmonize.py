@@ -372,7 +372,11 @@ class LongitudinalComBat(ComBat):
     priors as :class:`ComBat`. Participants may change site between sessions.
 
     ``fit``/``transform`` take ``participants`` (one label per sample) in addition to ComBat's
-    arguments.
+    arguments. With ``ref_site`` the residual variance comes from the mixed model on all sites
+    (not the reference site alone, as in :class:`ComBat`), since the participant effects must be
+    separated from the residual across every site. No R longComBat reference is available here:
+    the REML step is the engine checked against lme4 and statsmodels, and the empirical Bayes
+    step is ComBat's (checked against neuroCombat).
     """
 
     def _fit_location(self, data, site_index, covs, participants=None):

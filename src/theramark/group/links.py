@@ -126,7 +126,9 @@ def brain_symptom_links(
     if not isinstance(feature_change, pd.DataFrame):
         raise BadInputError("brain_symptom_links: feature_change must be a DataFrame")
     symptom = pd.Series(symptom_change, dtype=float).dropna()
-    participants = feature_change.index.intersection(symptom.index)
+    # participants without any imaging feature (every run excluded) carry no information
+    has_features = feature_change.notna().any(axis=1)
+    participants = feature_change.index[has_features.to_numpy()].intersection(symptom.index)
     if covariates is not None:
         missing_ids = participants.difference(covariates.index)
         if len(missing_ids):

@@ -257,7 +257,7 @@ def fit_mixed_model(
     )
 
 
-def mixed_model(table: pd.DataFrame, formula: str, groups: str) -> pd.DataFrame:
+def mixed_model(table: pd.DataFrame, formula: str, groups: str | None = None) -> pd.DataFrame:
     """Fixed effects of a random-intercept LMM fitted by REML, as lme4 does.
 
     See :func:`fit_mixed_model`; this returns its ``fixed_effects`` table
@@ -349,6 +349,7 @@ def group_time_effects(
     change_covariates: Sequence[str] = (),
     method: str = "auto",
     confidence: float = 0.95,
+    skip_inestimable: bool = False,
 ) -> pd.DataFrame:
     """Group × session effects of every feature: each arm against the reference arm, over time.
 
@@ -384,6 +385,11 @@ def group_time_effects(
         every feature by REML; ``"change"`` requires the closed form to apply.
     confidence : float
         Level of the confidence intervals.
+    skip_inestimable : bool
+        A feature whose design is rank deficient (an arm with no observation at a session) raises
+        ``AnalysisError`` by default; with ``True`` it gets NaN statistics and
+        ``method="not_estimable"`` instead (what the pipeline does, so one feature cannot stop
+        a study's analysis).
 
     Returns
     -------
@@ -442,10 +448,11 @@ def group_time_effects(
         change = (wide.xs(later_session, axis=1, level=1)[features]
                   - wide.xs(base, axis=1, level=1)[features])
         cov_ok = pinfo.loc[change.index, [*covariates, *change_covariates]].notna().all(axis=1)
-        change = change.where(cov_ok, np.nan)
+        change_values = change.to_numpy(float, copy=True)
+        change_values[~cov_ok.to_numpy()] = np.nan
         part_group = pinfo.loc[change.index, group].astype(str).to_numpy()
         for arm in arms:
-            g, lo, hi, n1, n0 = hedges_g(change.to_numpy(float), part_group == arm,
+            g, lo, hi, n1, n0 = hedges_g(change_values, part_group == arm,
                                          part_group == reference_group, confidence)
             rows.append(pd.DataFrame({
                 "feature": features, "arm": arm, "session": later_session, "hedges_g": g,
@@ -485,7 +492,7 @@ def group_time_effects(
     if not done.all():
         results.extend(_mixed_features(data, np.asarray(features)[~done], participant, group,
                                        session, levels, arms, sess_levels, covariates,
-                                       change_covariates, confidence))
+                                       change_covariates, confidence, skip_inestimable))
     out = pd.concat(results, ignore_index=True)
     out = out.merge(effect_sizes, on=["feature", "arm", "session"], how="left")
     out.insert(1, "contrast", [f"{a} - {reference_group}: {base} -> {s}"
@@ -541,7 +548,8 @@ def _change_design(pinfo: pd.DataFrame, group: str, levels: Sequence[str],
 
 
 def _mixed_features(data, features, participant, group, session, levels, arms, sess_levels,
-                    covariates, change_covariates, confidence) -> list[pd.DataFrame]:
+                    covariates, change_covariates, confidence, skip_inestimable=False
+                    ) -> list[pd.DataFrame]:
     """REML fits of every feature, vectorized over features sharing a missing-data pattern."""
     import patsy
 
@@ -573,10 +581,16 @@ def _mixed_features(data, features, participant, group, session, levels, arms, s
         cols = np.flatnonzero(inverse == k)
         x = x_all.to_numpy(float)[pattern]
         if np.linalg.matrix_rank(x) < x.shape[1]:
-            raise AnalysisError(
-                f"group_time_effects: the design is rank deficient for features "
-                f"{list(np.asarray(features)[cols][:5])} (an empty group × session cell)"
-            )
+            if not skip_inestimable:
+                raise AnalysisError(
+                    f"group_time_effects: the design is rank deficient for features "
+                    f"{list(np.asarray(features)[cols][:5])} (an empty group × session cell)"
+                )
+            nan = np.full(len(cols), np.nan)
+            for arm, later in labels:
+                out.append(_frame(np.asarray(features)[cols], arm, later, nan, nan, nan,
+                                  confidence, "not_estimable"))
+            continue
         stats_ = _reml.sufficient_stats(x, values[pattern][:, cols], clusters[pattern])
         fit = _reml.fit_reml(stats_)
         est = fit.beta @ contrasts.T  # (F, k)

@@ -116,6 +116,7 @@ def normalization(
     baseline: str = "pre",
     endpoint: str = "post",
     z_threshold: float = 1.0,
+    min_baseline_distance: float = 0.2,
 ) -> pd.DataFrame:
     """Distance of each patient arm to the healthy-control mean before and after treatment.
 
@@ -130,6 +131,9 @@ def normalization(
         Session labels.
     z_threshold : float
         ``|z|`` above which a patient counts as abnormal (control-SD units).
+    min_baseline_distance : float
+        ``percent_normalized`` is reported only where the arm's baseline distance is at least this
+        (control-SD units); below it the arm was not abnormal and the ratio is meaningless (NaN).
 
     Returns
     -------
@@ -158,7 +162,8 @@ def normalization(
             mean_pre = np.nanmean(pre, axis=0)
             mean_post = np.nanmean(post, axis=0)
             dist_pre, dist_post = np.abs(mean_pre), np.abs(mean_post)
-            percent = 100.0 * (dist_pre - dist_post) / dist_pre
+            percent = np.where(dist_pre >= min_baseline_distance,
+                               100.0 * (dist_pre - dist_post) / dist_pre, np.nan)
             change = np.abs(post) - np.abs(pre)
             mean_change = np.nanmean(change, axis=0)
             sd_change = np.nanstd(change, axis=0, ddof=1)

@@ -130,7 +130,13 @@ def _harmonize(wide: pd.DataFrame, sessions: pd.DataFrame, cfg: dict, baseline: 
 
 def _family_corrections(result: pd.DataFrame, model_table: pd.DataFrame, features: list[str],
                         cfg: dict, random_state: int) -> pd.DataFrame:
-    """FDR within each contrast × measure family; max-T FWE on the change-score model."""
+    """FDR within each contrast × measure family; max-T FWE on the change-score model.
+
+    The max-T family of an arm is every feature complete at baseline and endpoint; its statistic is
+    the t of the arm-vs-reference difference in change (OLS on the change scores of those two
+    arms' participants, ``change_covariates`` as Freedman–Lane nuisance), permuting participants.
+    Only the endpoint contrast gets an FWE p-value (intermediate sessions: FDR only).
+    """
     from theramark.group.inference import fdr_bh, max_t_permutation
 
     result = result.copy()
@@ -196,8 +202,13 @@ def _marginal_means(model_table: pd.DataFrame, group_time: pd.DataFrame, cfg: di
     frames = []
     for feature in chosen:
         subset = data.rename(columns={feature: "value"})
-        fit = fit_mixed_model(subset, f"value ~ {rhs}", groups="participant_id")
+        try:
+            fit = fit_mixed_model(subset, f"value ~ {rhs}", groups="participant_id")
+        except AnalysisError:
+            continue
         frames.append(fit.emmeans(["group", "session"]).assign(feature=feature))
+    if not frames:
+        return None
     table = pd.concat(frames, ignore_index=True)
     return table[["feature", *[c for c in table.columns if c != "feature"]]]
 
@@ -262,7 +273,7 @@ def group_step(ctx) -> list:
     group_time = group_time_effects(
         model_table, keys, reference_group=cfg["reference_group"], arms=arms or None,
         covariates=cfg["covariates"], change_covariates=cfg["change_covariates"],
-        method=cfg["method"], sessions=session_order,
+        method=cfg["method"], sessions=session_order, skip_inestimable=True,
     )
     group_time = _family_corrections(group_time, model_table, keys, cfg, ctx.random_state)
     results["group_time"] = group_time
@@ -271,19 +282,30 @@ def group_step(ctx) -> list:
         results["emmeans"] = emmeans
 
     groups = set(model_table["group"].astype(str))
-    if cfg["control_group"] in groups:
+    controls = model_table[model_table["group"].astype(str) == cfg["control_group"]]
+    per_control = controls.groupby("participant_id")[keys].mean()
+    # features with a control reference (>= 3 controls, non-zero SD)
+    norm_keys = [k for k in keys
+                 if per_control[k].notna().sum() >= 3 and per_control[k].std() > 0]
+    found_sessions_all = set(model_table["session"].astype(str))
+    if norm_keys and {cfg["baseline"], cfg["endpoint"]} <= found_sessions_all:
         results["normalization"] = normalization(
-            model_table, keys, control_group=cfg["control_group"], baseline=cfg["baseline"],
+            model_table, norm_keys, control_group=cfg["control_group"], baseline=cfg["baseline"],
             endpoint=cfg["endpoint"])
         if cfg["reference_group"] in groups:
             results["normalization_contrast"] = normalization_contrast(
-                model_table, keys, reference_group=cfg["reference_group"],
+                model_table, norm_keys, reference_group=cfg["reference_group"],
                 control_group=cfg["control_group"], baseline=cfg["baseline"],
                 endpoint=cfg["endpoint"])
 
     # brain–symptom links (patients only)
     wide_indexed = model_table.set_index(["participant_id", "session"])
     patients = wide_indexed[wide_indexed["group"].astype(str) != cfg["control_group"]]
+    patient_sessions = set(patients.index.get_level_values("session").astype(str))
+    if not {cfg["baseline"], cfg["endpoint"]} <= patient_sessions:
+        ctx.results["group_stats"] = results
+        _write_tables(results, stats_dir, harmonize_cfg, cfg, ctx.random_state)
+        return build_sections(results)
     feature_change = change_scores(patients, keys, cfg["baseline"], cfg["endpoint"])
     symptoms: dict[str, pd.Series] = {}
     outcomes = ctx.results.get("outcomes")
@@ -340,8 +362,14 @@ def group_step(ctx) -> list:
             results["nbs_components"] = pd.concat(components, ignore_index=True)
             results["nbs_edges"] = pd.concat(edges, ignore_index=True)
 
-    parameters = {"longitudinal": cfg, "harmonize": harmonize_cfg,
-                  "random_state": ctx.random_state}
+    _write_tables(results, stats_dir, harmonize_cfg, cfg, ctx.random_state)
+    ctx.results["group_stats"] = results
+    return build_sections(results)
+
+
+def _write_tables(results: dict, stats_dir, harmonize_cfg: dict, cfg: dict,
+                  random_state: int) -> None:
+    parameters = {"longitudinal": cfg, "harmonize": harmonize_cfg, "random_state": random_state}
     for name in ("group_time", "emmeans", "normalization", "normalization_contrast", "links",
                  "nbs_components", "nbs_edges"):
         if name in results:
@@ -349,5 +377,3 @@ def group_step(ctx) -> list:
             write_json(stats_dir / f"{name}.json", provenance(parameters))
     write_json(stats_dir / "harmonization.json",
                {**provenance(parameters), "Harmonization": results["harmonization"]})
-    ctx.results["group_stats"] = results
-    return build_sections(results)
