@@ -356,6 +356,8 @@ def test_clean_bad_input():
         clean(signals, confounds=design)
     with pytest.raises(BadInputError, match="t_r"):
         clean(signals, high_pass=0.01)
+    with pytest.warns(UserWarning, match="no filtering"):
+        clean(signals, filter=None, high_pass=0.01, t_r=2.0)
     with pytest.raises(BadInputError, match="sample_mask"):
         clean(signals, sample_mask=np.array([0, 5, 41]))
     bad = signals.copy()

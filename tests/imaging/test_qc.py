@@ -82,6 +82,7 @@ def test_dvars_intensity_normalization_and_zero_variance_voxels():
     np.testing.assert_allclose(
         out["dvars"][1:], np.sqrt((np.diff(kept, axis=0) ** 2).mean(axis=1)), rtol=1e-5
     )
+    pd.testing.assert_frame_equal(dvars(data, block_size=7), out, rtol=1e-10)  # blocks agree
     # On white noise the null expectation is right: standardized DVARS ≈ 1.
     assert 0.85 < np.median(out["std_dvars"][1:]) < 1.15
 

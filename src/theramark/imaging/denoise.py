@@ -666,6 +666,13 @@ def clean(
     if standardize not in ("zscore_sample", "psc", None, False):
         raise BadInputError(f"standardize={standardize!r}: expected 'zscore_sample', 'psc' or None")
     filtering = filter == "butterworth" and (high_pass is not None or low_pass is not None)
+    if not filter and (high_pass is not None or low_pass is not None):
+        warnings.warn(
+            f"clean: filter={filter!r} but high_pass={high_pass}, low_pass={low_pass} given; "
+            "no filtering is done",
+            UserWarning,
+            stacklevel=2,
+        )
     if (filtering or (filter == "cosine" and high_pass is not None)) and not t_r:
         raise BadInputError(
             "t_r: the repetition time (seconds) is required to filter (high_pass="
@@ -684,7 +691,8 @@ def clean(
         elif conf is None:
             conf = drift
         else:
-            corr = np.corrcoef(drift.T, conf.T)[: drift.shape[1], drift.shape[1] :]
+            with np.errstate(invalid="ignore", divide="ignore"):  # constant columns: NaN
+                corr = np.corrcoef(drift.T, conf.T)[: drift.shape[1], drift.shape[1] :]
             if not (corr > 0.9).any():  # fMRIPrep's cosines already in the design: keep those
                 conf = np.hstack([conf, drift])
 

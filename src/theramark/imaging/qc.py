@@ -98,6 +98,7 @@ def dvars(
     data: np.ndarray,
     intensity_normalization: float = 1000.0,
     variance_tol: float = 1e-7,
+    block_size: int = 32768,
 ) -> pd.DataFrame:
     """DVARS and standardized DVARS, as fMRIPrep (Nipype ``ComputeDVARS``) computes them.
 
@@ -109,6 +110,8 @@ def dvars(
         Scale the data so that the median of all values is this (0: no scaling).
     variance_tol : float
         Voxels whose robust SD (IQR / 1.349) is not above this are left out.
+    block_size : int
+        Voxels processed at a time.
 
     Returns
     -------
@@ -122,22 +125,36 @@ def dvars(
         raise BadInputError(
             f"dvars: expected (n_volumes ≥ 3, n_voxels) masked data, got shape {x.shape}"
         )
-    if intensity_normalization:
-        x = x / np.median(x) * np.float32(intensity_normalization)
-    # Robust SD with FSL's "lower" percentiles, as Nipype.
-    q75, q25 = np.percentile(x, [75, 25], axis=0, method="lower")
-    robust_sd = (q75 - q25) / 1.349
-    good = robust_sd > variance_tol
-    if not good.any():
+    scale = np.float32(intensity_normalization / np.median(x)) if intensity_normalization else None
+    # Voxel blocks bound the float64 work space (300 volumes × 200k voxels stays < 0.5 GB).
+    n_volumes = x.shape[0]
+    sum_sq_diff = np.zeros(n_volumes - 1)
+    expected_sum = 0.0
+    n_good = 0
+    for start in range(0, x.shape[1], block_size):
+        block = x[:, start : start + block_size]
+        if scale is not None:
+            block = block * scale
+        # Robust SD with FSL's "lower" percentiles, as Nipype.
+        q75, q25 = np.percentile(block, [75, 25], axis=0, method="lower")
+        robust_sd = (q75 - q25) / 1.349
+        good = robust_sd > variance_tol
+        if not good.any():
+            continue
+        block = block[:, good].astype(np.float64)
+        centered = block - block.mean(axis=0)
+        # Yule-Walker lag-1 autocorrelation (biased autocovariances).
+        ar1 = np.einsum("tv,tv->v", centered[1:], centered[:-1]) / np.einsum(
+            "tv,tv->v", centered, centered
+        )
+        expected_sum += float((np.sqrt(2.0 * (1.0 - ar1)) * robust_sd[good]).sum())
+        n_good += int(good.sum())
+        diff = np.diff(block, axis=0)
+        sum_sq_diff += np.einsum("tv,tv->t", diff, diff)
+    if n_good == 0:
         raise BadInputError("dvars: every voxel is constant over time")
-    x = x[:, good]
-    robust_sd = robust_sd[good]
-    centered = (x - x.mean(axis=0, dtype=np.float64)).astype(np.float32).astype(np.float64)
-    # Yule-Walker lag-1 autocorrelation (biased autocovariances).
-    ar1 = (centered[1:] * centered[:-1]).sum(axis=0) / (centered**2).sum(axis=0)
-    expected = (np.sqrt(2.0 * (1.0 - ar1)) * robust_sd).mean()
-    diff = np.diff(x.astype(np.float64), axis=0)
-    raw = np.sqrt((diff**2).mean(axis=1))
+    raw = np.sqrt(sum_sq_diff / n_good)
+    expected = expected_sum / n_good
     out = pd.DataFrame({"dvars": np.r_[np.nan, raw], "std_dvars": np.r_[np.nan, raw / expected]})
     return out
 

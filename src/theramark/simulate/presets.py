@@ -135,8 +135,8 @@ class Preset:
 
 
 _PRESETS = {
-    "demo": Preset("demo", 8, ("A", "B"), {"rest": 120, "mid": 130}, EffectSizes(), True),
-    "null": Preset("null", 8, ("A", "B"), {"rest": 120, "mid": 130}, NULL_EFFECTS, False),
+    "demo": Preset("demo", 8, ("A", "B"), {"rest": 150, "mid": 130}, EffectSizes(), True),
+    "null": Preset("null", 8, ("A", "B"), {"rest": 150, "mid": 130}, NULL_EFFECTS, False),
     "large": Preset("large", 50, ("A", "B", "C"), {"rest": 180, "mid": 160}, LARGE_EFFECTS, True),
 }
 
