@@ -205,3 +205,37 @@ def test_group_step_reads_participant_derivatives(tmp_path):
     table = ctx.results["group_stats"]["group_time"]
     assert len(table) == 6 and set(table["arm"]) == {"CBT"}  # 6 edges, one arm vs waitlist
     assert (ctx.group_dir / "features.parquet").is_file()
+
+
+def test_confirmatory_family_is_corrected_within_itself(tmp_path):
+    """A small planted effect missed by the whole-connectome family is confirmed as a hypothesis."""
+    planted = [feature_key("fc", "rest", e) for e in PLANTED]
+    hypotheses = [planted[0], planted[1], feature_key("fc", "rest", "dlpfc_R__vlpfc_L")]
+    config = {"longitudinal": {"n_permutations": 1000, "nbs_threshold": 0,
+                               "hypotheses": hypotheses}}
+    ctx = _context(tmp_path, seed=4, config=config, cbt_effect=0.3, link=False)
+    sections = group_step(ctx)
+    results = ctx.results["group_stats"]
+    family = results["hypotheses"]
+    assert list(dict.fromkeys(family["feature"])) == hypotheses
+    assert (ctx.group_dir / "stats" / "hypotheses.tsv").is_file()
+    exploratory = results["group_time"].set_index(["feature", "arm", "session"])
+    confirm = family.set_index(["feature", "arm", "session"])
+    endpoint = [(f, "CBT", "post") for f in hypotheses]
+    # same estimates; a smaller family can only lower the family-wise p
+    np.testing.assert_allclose(confirm.loc[endpoint, "estimate"],
+                               exploratory.loc[endpoint, "estimate"])
+    assert (confirm.loc[endpoint, "p_fwe"] <= exploratory.loc[endpoint, "p_fwe"] + 1e-12).all()
+    assert (confirm.loc[endpoint[:2], "p_fwe"] < 0.05).all()
+    assert confirm.loc[endpoint[2], "p_fwe"] > 0.05  # the unplanted hypothesis is not confirmed
+    html = Report().add(*sections).to_html()
+    assert "Confirmatory family: 3 a priori hypotheses" in html
+
+
+def test_unknown_hypothesis_is_named(tmp_path):
+    config = {"longitudinal": {"n_permutations": 0, "nbs_threshold": 0,
+                               "hypotheses": ["fc|rest|amygdala_L__dac"]}}
+    ctx = _context(tmp_path, config=config, link=False)
+    with pytest.raises(BadInputError, match=r"'fc\|rest\|amygdala_L__dac' \(did you mean "
+                                            r"'fc\|rest\|amygdala_L__dacc'"):
+        group_step(ctx)

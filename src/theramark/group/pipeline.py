@@ -56,6 +56,10 @@ LONGITUDINAL_DEFAULTS: dict[str, Any] = {
     "link_instruments": ["hamd17", "shaps", "bdi2"],
     "link_method": "pearson",
     # NBS on FC change (arm vs reference); 0 turns it off
+    # Confirmatory family: feature keys ``measure|task|feature`` stated before looking at the data
+    # (e.g. "fc|rest|amygdala_L__dacc"). They get their own FDR and max-T FWE, computed within
+    # the family only; every feature is still tested in the exploratory family.
+    "hypotheses": [],
     "nbs_threshold": 3.0,
     "nbs_measure": "fc",
 }
@@ -183,6 +187,39 @@ def _family_corrections(result: pd.DataFrame, model_table: pd.DataFrame, feature
     return result
 
 
+def confirmatory_family(group_time: pd.DataFrame, model_table: pd.DataFrame, keys: list[str],
+                        cfg: dict, random_state: int) -> pd.DataFrame:
+    """Group × time results of the a priori hypotheses, corrected within their own family.
+
+    FDR runs over the hypotheses of each contrast (all measures together) and the max-T FWE over
+    the hypotheses of each arm's endpoint contrast, so a confirmatory test pays only for the
+    tests that were planned.
+
+    Raises
+    ------
+    BadInputError
+        When a hypothesis names a feature the study does not have (close names are suggested).
+    """
+    import difflib
+
+    from theramark.group.inference import fdr_bh
+
+    hypotheses = list(dict.fromkeys(cfg["hypotheses"]))
+    unknown = [h for h in hypotheses if h not in keys]
+    if unknown:
+        raise BadInputError(
+            "[longitudinal] hypotheses: feature(s) not in this study's features table",
+            [f"{h!r}" + (f" (did you mean {', '.join(map(repr, close))}?)"
+                         if (close := difflib.get_close_matches(h, keys, n=3)) else "")
+             for h in unknown])
+    subset = group_time[group_time["feature"].isin(hypotheses)].drop(columns=["q_fdr", "p_fwe"])
+    family = _family_corrections(subset, model_table, hypotheses, cfg, random_state)
+    for _, index in family.groupby("contrast").groups.items():
+        family.loc[index, "q_fdr"] = fdr_bh(family.loc[index, "p"].to_numpy())
+    family["hypothesis"] = family["feature"].map({h: i + 1 for i, h in enumerate(hypotheses)})
+    return family.sort_values(["hypothesis", "arm", "session"], kind="stable").reset_index(drop=True)
+
+
 def _marginal_means(model_table: pd.DataFrame, group_time: pd.DataFrame, cfg: dict,
                     session_order: list[str], max_features: int = 20) -> pd.DataFrame | None:
     """Estimated marginal means (group × session) of the FDR-significant features (REML fits)."""
@@ -277,6 +314,9 @@ def group_step(ctx) -> list:
     )
     group_time = _family_corrections(group_time, model_table, keys, cfg, ctx.random_state)
     results["group_time"] = group_time
+    if cfg["hypotheses"]:
+        results["hypotheses"] = confirmatory_family(group_time, model_table, keys, cfg,
+                                                    ctx.random_state)
     emmeans = _marginal_means(model_table, group_time, cfg, session_order)
     if emmeans is not None:
         results["emmeans"] = emmeans
@@ -370,7 +410,7 @@ def group_step(ctx) -> list:
 def _write_tables(results: dict, stats_dir, harmonize_cfg: dict, cfg: dict,
                   random_state: int) -> None:
     parameters = {"longitudinal": cfg, "harmonize": harmonize_cfg, "random_state": random_state}
-    for name in ("group_time", "emmeans", "normalization", "normalization_contrast", "links",
+    for name in ("hypotheses", "group_time", "emmeans", "normalization", "normalization_contrast", "links",
                  "nbs_components", "nbs_edges"):
         if name in results:
             write_tsv(stats_dir / f"{name}.tsv", results[name])

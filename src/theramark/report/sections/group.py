@@ -27,11 +27,14 @@ def _short(key: str) -> str:
     return key
 
 
-def results_table(group_time: pd.DataFrame, alpha: float = 0.05, max_rows: int = 50) -> Table:
+def results_table(group_time: pd.DataFrame, alpha: float = 0.05, max_rows: int = 50,
+                  sort: bool = True) -> Table:
     columns = ["feature", "arm", "session", "estimate", "ci_low", "ci_high", "p", "q_fdr",
                "p_fwe", "hedges_g", "hedges_g_ci_low", "hedges_g_ci_high", "n_arm",
                "n_reference", "method"]
-    table = group_time[[c for c in columns if c in group_time.columns]].sort_values("p")
+    table = group_time[[c for c in columns if c in group_time.columns]]
+    if sort:
+        table = table.sort_values("p")
     table = table.assign(feature=table["feature"].map(_short)).head(max_rows)
     return Table(table, caption=(
         "Group × session interaction per feature (arm minus reference in mean change from "
@@ -171,6 +174,21 @@ def build_sections(results: dict) -> list[Section]:
     section.add(Text(f"{group_time['feature'].nunique()} features × {group_time['arm'].nunique()} "
                      f"arm contrast(s): {n_sig} significant at FDR q < {alpha}, {n_fwe} at "
                      f"FWE p < {alpha}."))
+    hypotheses = results.get("hypotheses")
+    if hypotheses is not None and not hypotheses.empty:
+        n_confirmed = int((hypotheses["p_fwe"] < alpha).sum())
+        section.add(Text(
+            f"Confirmatory family: {hypotheses['feature'].nunique()} a priori hypotheses "
+            f"(study.toml [longitudinal] hypotheses), corrected within the family only: "
+            f"{n_confirmed} arm contrast(s) at FWE p < {alpha}."))
+        confirmatory = results_table(hypotheses, alpha, sort=False)
+        confirmatory.caption = (
+            "A priori hypotheses: arm minus reference in mean change from baseline; q: "
+            "Benjamini–Hochberg within the family of each contrast; p_fwe: max-T permutation "
+            "over the hypotheses (endpoint contrast).")
+        section.add(confirmatory)
+        section.add(forest_figure(hypotheses))
+        section.add(Text("Exploratory family: every feature, corrected over all of them."))
     section.add(results_table(group_time, alpha))
     section.add(forest_figure(group_time))
 
