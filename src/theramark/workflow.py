@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from theramark import __version__
+from theramark._io import write_text
 from theramark.config import load_config, section
 from theramark.context import GroupContext
 from theramark.report import Report, Section, Table, Text
@@ -26,12 +27,13 @@ GROUP_DEFAULTS = {"random_state": 0, "title": "theramark report"}
 
 def _group_steps() -> list[tuple[str, Callable[[GroupContext], list[Section]]]]:
     from theramark.group.pipeline import group_step as imaging_group_step
-    from theramark.imaging.participant import qc_group_step
+    from theramark.imaging.participant import imaging_group_step, qc_group_step
     from theramark.psychosocial.pipeline import group_step as psychosocial_group_step
     from theramark.scales import group_step as scales_group_step
 
     return [
         ("quality control", qc_group_step),
+        ("imaging summaries", imaging_group_step),
         ("questionnaires", scales_group_step),
         ("imaging group statistics", imaging_group_step),
         ("psychosocial analyses", psychosocial_group_step),
@@ -112,8 +114,39 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The demo's study.toml. Its hypotheses are the findings the psychotherapy-fMRI literature
+#: reports (dlPFC–precuneus dynamic-FC variability, amygdala–ACC coupling, nucleus-accumbens
+#: response to reward anticipation); they are stated before the analysis, as a registered study
+#: would, and are tested as their own family beside the exploratory whole-connectome family.
+DEMO_CONFIG = """\
+# theramark study configuration for the simulated demo study.
+# Every table is optional; see the README for the keys and their defaults.
+
+[longitudinal]
+reference_group = "waitlist"
+control_group = "HC"
+baseline = "pre"
+endpoint = "post"
+n_permutations = 5000
+hypotheses = [
+  "dfc_variability|rest|dlpfc_L__precuneus",
+  "fc|rest|amygdala_L__dacc",
+  "fc|rest|amygdala_R__dacc",
+  "psc|mid|nacc_L:gain_anticipation-neutral_anticipation",
+  "psc|mid|nacc_R:gain_anticipation-neutral_anticipation",
+]
+
+[scales]
+primary = "hamd17"
+"""
+
+
 def run_demo(out_dir: str | Path, preset: str = "demo", seed: int = 0, n_jobs: int | None = None) -> Path:
-    """Simulate a study, run the participant and group levels, return the report path."""
+    """Simulate a study, run the participant and group levels, return the report path.
+
+    The study configuration is ``OUT/study.toml`` (written with :data:`DEMO_CONFIG` on the first
+    run; edit it and rerun to change the analysis).
+    """
     from theramark.imaging.participant import run_participant_level
     from theramark.simulate import simulate_study
 
@@ -126,10 +159,14 @@ def run_demo(out_dir: str | Path, preset: str = "demo", seed: int = 0, n_jobs: i
     else:
         print(f"[demo] simulating a {preset} study in {bids_dir} ...", flush=True)
         simulate_study(bids_dir, preset=preset, seed=seed, n_jobs=n_jobs or -1)
+    config_path = out_dir / "study.toml"
+    if not config_path.is_file():
+        write_text(config_path, DEMO_CONFIG)
+    config = load_config(config_path)
     print("[demo] participant level ...", flush=True)
-    runs = run_participant_level(bids_dir, results, n_jobs=n_jobs)
+    runs = run_participant_level(bids_dir, results, config=config, n_jobs=n_jobs)
     print(f"[demo] {len(runs)} runs processed", flush=True)
-    report = run_group_level(bids_dir, results)
+    report = run_group_level(bids_dir, results, config)
     print(f"[demo] finished in {time.perf_counter() - start:.0f} s", flush=True)
     return report
 

@@ -175,3 +175,19 @@ def test_haxby_multirun_maps_equal_first_level_model_and_vt_responds():
         _image.unmask(variances.sum(axis=0) / n_runs**2, mask_img).get_fdata()[inside],
         reference["effect_variance"].get_fdata()[inside], rtol=1e-5)
     assert z_maps["face"].get_fdata()[vt].mean() > 2
+
+
+def test_null_rois_give_nominal_false_positive_rate():
+    """AR(1) noise without any response: |z| > 1.96 in about 5% of regions."""
+    rng = np.random.default_rng(7)
+    n_rois = 400
+    noise = rng.normal(size=(N_VOLUMES, n_rois))
+    series = np.empty_like(noise)
+    series[0] = noise[0]
+    for t in range(1, N_VOLUMES):  # AR(1), rho = 0.3: the GLM's noise model must absorb it
+        series[t] = 0.3 * series[t - 1] + noise[t]
+    design = glm.design_matrix(_events(), N_VOLUMES, T_R, slice_time_ref=0.5)
+    stats = glm.roi_statistics(100 + series, [f"r{i}" for i in range(n_rois)], design,
+                               glm.contrast_vectors(["gain - neutral"], design.columns))
+    rate = float((np.abs(stats["z"]) > 1.96).mean())
+    assert 0.02 <= rate <= 0.09, rate

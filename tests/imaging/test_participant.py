@@ -263,6 +263,32 @@ def test_resume_skips_and_parameter_change_reruns(processed, study):
     assert changed.set_index("task").loc["mid", "status"] == "skipped"  # FC settings only
     runs = pd.read_csv(out / "participant_runs.tsv", sep="\t")
     assert len(runs) == 6  # other participants' rows are kept
+    func = out / "sub-01" / "ses-pre" / "func"
+    pcorr = func / "sub-01_ses-pre_task-rest_seg-literature_meas-partialcorrelation_relmat.dense.tsv"
+    assert pcorr.is_file()
+    participant.run_participant_level(
+        study, out, config={**CONFIG, "connectivity": {"measures": ["correlation"]}}, n_jobs=1,
+        participant_label="01")
+    assert not pcorr.is_file() and not pcorr.with_name(pcorr.name.split(".")[0] + ".json").exists()
+
+
+def test_labels_atlas_from_config_reports_dropped_regions(study, tmp_path):
+    from tests.conftest import shared_path
+
+    folder = shared_path("data/atlases/schaefer2018_volumes")
+    atlas = {"image": str(folder / "Schaefer2018_100Parcels_7Networks_order_FSLMNI152_2mm.nii.gz"),
+             "labels": str(folder / "Schaefer2018_100Parcels_7Networks_order.txt")}
+    settings = participant.settings_from_config(
+        {**CONFIG, "rois": {"atlas": atlas, "on_empty": "drop"}})
+    run = [r for r in discover_runs(study, participant_label=["01"]) if r.task == "rest"][0]
+    row = participant.process_run(run, tmp_path, settings)
+    assert row["status"] == "ok", row["message"]
+    func = tmp_path / "sub-01" / "ses-pre" / "func"
+    series = pd.read_csv(func / "sub-01_ses-pre_task-rest_seg-Schaefer2018100Parcels7Networks"
+                                "orderFSLMNI1522mm_timeseries.tsv", sep="\t")
+    sidecar = json.loads((func / "sub-01_ses-pre_task-rest_desc-qc_metrics.json").read_text())
+    assert len(series.columns) + len(sidecar["DroppedRois"]) == 100
+    assert set(series.columns) == set(sidecar["Rois"])
 
 
 @pytest.mark.parametrize("problem", ["mask_grid", "missing_tr", "short_confounds", "empty_roi",

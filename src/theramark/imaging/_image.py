@@ -112,6 +112,46 @@ def _stored_bytes(path: Path, offset: int, chunk: int = 16 << 20):
                     raw = b""
 
 
+def _prefetched(pieces, depth: int = 3):
+    """Iterate ``pieces`` produced in a background thread (zlib releases the GIL while it
+    inflates, so decompression overlaps the gathering of in-mask voxels)."""
+    import queue
+    import threading
+
+    channel: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for piece in pieces:
+                while not stop.is_set():
+                    try:
+                        channel.put(piece, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            channel.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            channel.put(exc)
+
+    worker = threading.Thread(target=produce, name="theramark-bold-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = channel.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+
+
 def read_masked(
     bold: nib.Nifti1Image, flat_index: np.ndarray, block_bytes: int = 64 << 20,
 ) -> np.ndarray:
@@ -152,10 +192,11 @@ def read_masked(
     per_block = max(1, min(n_vol, block_bytes // volume_bytes))
     buffer = np.empty(per_block * n_spatial, dtype=dtype)
     raw = memoryview(buffer).cast("B")
+    same_type = dtype == np.dtype(np.float32)  # native-endian float32: no conversion
     path = Path(filename)
     start, filled = 0, 0  # first volume of the block being filled; bytes of it filled
     try:
-        for piece in _stored_bytes(path, offset):
+        for piece in _prefetched(_stored_bytes(path, offset)):
             view = memoryview(piece)
             while view.nbytes and start < n_vol:
                 count = min(per_block, n_vol - start)
@@ -165,7 +206,10 @@ def read_masked(
                 view = view[take:]
                 if filled == count * volume_bytes:
                     block = buffer[: count * n_spatial].reshape(count, n_spatial)
-                    out[start : start + count] = block[:, flat_index]
+                    if same_type:  # gather straight into the output, no temporary
+                        np.take(block, flat_index, axis=1, out=out[start : start + count])
+                    else:
+                        out[start : start + count] = block[:, flat_index]
                     start, filled = start + count, 0
             if start >= n_vol:
                 break

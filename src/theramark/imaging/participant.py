@@ -63,6 +63,7 @@ DENOISE_DEFAULTS: dict[str, Any] = {
 #: ``[rois]``: which regions to extract.
 ROIS_DEFAULTS: dict[str, Any] = {
     "roiset": "literature",  # or power264, dosenbach160, seitzman300, or {image=..., labels=...}
+    "atlas": None,  # {image = "...", labels = "..."}: a labels atlas (takes precedence)
     "radius_mm": None,  # override every sphere's radius
     "on_empty": "error",  # or "drop": regions outside a run's mask are listed and dropped
 }
@@ -147,6 +148,11 @@ def run_parameters(run: Run, settings: Mapping[str, Any]) -> dict[str, Any]:
     params["inputs"] = {
         name: _stat_signature(path) for name, path in _inputs(run).items()
     }
+    spec = settings["rois"]["atlas"] or settings["rois"]["roiset"]
+    if isinstance(spec, dict):  # an atlas or ROI table edited in place must trigger a rerun
+        base = Path(settings["base_dir"]["path"])
+        params["inputs"]["rois"] = [_stat_signature(base / str(spec[key]))
+                                    for key in ("image", "labels", "table") if key in spec]
     return params
 
 
@@ -167,7 +173,8 @@ def _stat_signature(path: Path) -> list:
 def _roiset(settings: Mapping[str, Any]):
     from theramark.imaging.rois import load_roiset
 
-    return load_roiset(settings["rois"]["roiset"], radius_mm=settings["rois"]["radius_mm"],
+    spec = settings["rois"]["atlas"] or settings["rois"]["roiset"]
+    return load_roiset(spec, radius_mm=settings["rois"]["radius_mm"],
                        base_dir=settings["base_dir"]["path"])
 
 
@@ -237,6 +244,15 @@ def is_complete(run: Run, out_dir: str | os.PathLike, params_hash: str) -> bool:
         return False
     folder = sidecar.parent
     return all((folder / name).is_file() for name in record.get("Outputs", []))
+
+
+def _previous_outputs(run: Run, out_dir: Path) -> list[str]:
+    """Output names listed by an earlier run's QC sidecar (empty when none)."""
+    sidecar = _qc_path(run, out_dir).with_suffix(".json")
+    try:
+        return list(json.loads(sidecar.read_text(encoding="utf-8")).get("Outputs", []))
+    except (OSError, json.JSONDecodeError):
+        return []
 
 
 def _hash_inputs(run: Run) -> dict[str, dict[str, str]]:
@@ -325,29 +341,31 @@ def _process(run: Run, out_dir: Path, settings: Mapping[str, Any], params: dict[
     design, sample_mask = nuisance_design(run.confounds, strategy, n_volumes=n_volumes,
                                           **nuisance_opts)
     qc = run_qc(run.confounds, data, sample_mask, settings["qc"], t_r=t_r)
-    roiset = _roiset(settings)
-    matrix = rois.roi_matrix(roiset, mask_img, on_empty=settings["rois"]["on_empty"],
-                             mask_name=str(run.mask))
-    raw_signals = rois.extract(data, matrix)
     kept = np.arange(n_volumes) if sample_mask is None else np.asarray(sample_mask)
-    seg = f"seg-{roiset.name}"
-    roi_info = {"RoiSet": roiset.describe(), "Rois": matrix.names, "DroppedRois": matrix.dropped,
-                "RoiCoverage": matrix.coverage.set_index("roi")["coverage"].round(4).to_dict()}
     outputs: list[tuple[str, str, Any, dict[str, Any]]] = []
-    message = "ok"
+    roi_info: dict[str, Any] = {}
     if qc["excluded"]:
         status, message = "excluded", f"excluded by QC: {qc['exclusion_reason']}"
-    elif task:
-        status = "ok"
-        message = _task_outputs(run, data, mask_img, raw_signals, matrix.names, design,
-                                sample_mask, t_r, glm_settings, seg, outputs)
     else:
+        roiset = _roiset(settings)
+        matrix = rois.roi_matrix(roiset, mask_img, on_empty=settings["rois"]["on_empty"],
+                                 mask_name=str(run.mask))
+        raw_signals = rois.extract(data, matrix)
+        seg = f"seg-{roiset.name}"
+        roi_info = {"RoiSet": roiset.describe(), "Rois": matrix.names,
+                    "DroppedRois": matrix.dropped,
+                    "RoiCoverage": matrix.coverage.set_index("roi")["coverage"].round(4).to_dict()}
         status = "ok"
-        message = _rest_outputs(raw_signals, matrix.names, design, sample_mask, kept, t_r,
-                                denoise, settings["connectivity"], seg, roi_info, outputs)
+        if task:
+            message = _task_outputs(run, data, mask_img, raw_signals, matrix.names, design,
+                                    sample_mask, t_r, glm_settings, seg, outputs)
+        else:
+            message = _rest_outputs(raw_signals, matrix.names, design, sample_mask, kept, t_r,
+                                    denoise, settings["connectivity"], seg, roi_info, outputs)
     del data
 
     def finish(sources: dict[str, dict[str, str]]) -> None:
+        previous = _previous_outputs(run, out_dir)
         writer = _Writer(run, out_dir, params, sources)
         for kind, name, value, extra in outputs:
             getattr(writer, kind)(name, value, {**extra, **roi_info})
@@ -357,6 +375,11 @@ def _process(run: Run, out_dir: Path, settings: Mapping[str, Any], params: dict[
                     "NuisanceRegressors": list(design.columns), **roi_info}
         # the QC sidecar is written last: its presence marks the run as complete (resume)
         writer.tsv("desc-qc_metrics.tsv", qc_table, qc_extra)
+        # outputs of an earlier run with other parameters must not linger for the group level
+        for name in sorted(set(previous) - set(writer.written)):
+            for stale in (writer.folder / name,
+                          writer.folder / (name.split(".")[0] + ".json")):
+                stale.unlink(missing_ok=True)
 
     return status, message, finish
 
@@ -494,7 +517,27 @@ def _combine_task_runs(results: pd.DataFrame, runs: list[Run], out_dir: Path,
 
 
 def _write_runs_table(out_dir: Path, table: pd.DataFrame) -> pd.DataFrame:
-    """Merge this call's rows into OUT/participant_runs.tsv (other participants' rows kept)."""
+    """Merge this call's rows into OUT/participant_runs.tsv (other participants' rows kept).
+
+    Calls for different participants may run at once (a SLURM array of ``--participant-label``
+    jobs): the read-merge-write is serialized with an advisory lock on ``OUT/.participant_runs
+    .lock`` where the platform has ``fcntl``.
+    """
+    import contextlib
+
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        fcntl = None
+    lock_path = out_dir / ".participant_runs.lock"
+    with open(lock_path, "a") as lock, contextlib.ExitStack() as stack:
+        if fcntl is not None:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            stack.callback(fcntl.flock, lock.fileno(), fcntl.LOCK_UN)
+        return _merge_runs_table(out_dir, table)
+
+
+def _merge_runs_table(out_dir: Path, table: pd.DataFrame) -> pd.DataFrame:
     path = out_dir / RUNS_TABLE
     table = table[_RUN_COLUMNS].copy()
     if path.is_file():

@@ -424,11 +424,11 @@ def roi_matrix(roiset: RoiSet, mask_img: nib.spatialimages.SpatialImage,
                                      mask_img.affine, shape)
         grid_counts = np.bincount(rows, minlength=n_rois)
     elif roiset.kind == "labels":
-        from nilearn.image import resample_to_img
-
         labels_img = roiset.labels_img
         if tuple(labels_img.shape[:3]) != shape or not np.allclose(labels_img.affine,
                                                                     mask_img.affine, atol=1e-3):
+            from nilearn.image import resample_to_img  # imported only when needed: ~1 s
+
             labels_img = resample_to_img(labels_img, mask_img, interpolation="nearest",
                                          force_resample=True, copy_header=True)
         values = np.ravel(np.asanyarray(labels_img.dataobj), order="F").astype(np.int64)

@@ -50,7 +50,9 @@ def plan_runs(truth: pd.DataFrame, preset: Preset, seed: int,
     """One :class:`RunSpec` per participant × attended session × task, with planted couplings."""
     eff = preset.effects
     rng = np.random.default_rng([seed, 2])
-    motion_level = rng.lognormal(0.0, 0.3, len(truth)) * np.where(truth["patient"], 1.1, 1.0)
+    # Most participants lie still (a QC-excluded run is planted separately: high_motion_runs);
+    # patients move slightly more, as in clinical samples.
+    motion_level = rng.lognormal(0.0, 0.2, len(truth)) * np.where(truth["patient"], 1.05, 1.0)
     waitlist = list(truth.loc[truth["group"] == "waitlist", "participant_id"])
     high_motion = {(waitlist[i], s, k) for i, s, k in preset.high_motion_runs if i < len(waitlist)}
     specs = []
