@@ -26,7 +26,7 @@ GROUP_DEFAULTS = {"random_state": 0, "title": "theramark report"}
 
 
 def _group_steps() -> list[tuple[str, Callable[[GroupContext], list[Section]]]]:
-    from theramark.group.pipeline import group_step as imaging_group_step
+    from theramark.group.pipeline import group_step as statistics_group_step
     from theramark.imaging.participant import imaging_group_step, qc_group_step
     from theramark.psychosocial.pipeline import group_step as psychosocial_group_step
     from theramark.scales import group_step as scales_group_step
@@ -35,7 +35,7 @@ def _group_steps() -> list[tuple[str, Callable[[GroupContext], list[Section]]]]:
         ("quality control", qc_group_step),
         ("imaging summaries", imaging_group_step),
         ("questionnaires", scales_group_step),
-        ("imaging group statistics", imaging_group_step),
+        ("imaging group statistics", statistics_group_step),
         ("psychosocial analyses", psychosocial_group_step),
     ]
 

@@ -69,6 +69,11 @@ class Figure:
     dpi: int = 110
     _png: bytes | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        # Render at once and close the figure: a report holds dozens of figures and open
+        # matplotlib figures keep their full canvases in memory.
+        self.png()
+
     def png(self) -> bytes:
         if self._png is None:
             import matplotlib.pyplot as plt

@@ -37,16 +37,16 @@ class EffectSizes:
     #: CBT; every other participant and session keeps ``dfc_amplitude_baseline``.
     dfc_amplitude_baseline: float = 0.15
     dfc_amplitude_cbt: dict[str, float] = field(
-        default_factory=lambda: {"pre": 0.15, "mid": 0.45, "post": 0.7})
+        default_factory=lambda: {"pre": 0.15, "mid": 0.55, "post": 0.9})
     #: amygdala_L-dACC: added correlation = base + slope * fraction of baseline HAMD-17 improvement.
     amygdala_acc_base: float = 0.05
     amygdala_acc_slope: float = 1.0
     #: ... plus this therapy-specific rise in CBT and MBCT per session (added correlation).
     amygdala_acc_therapy: dict[str, float] = field(
-        default_factory=lambda: {"pre": 0.0, "mid": 0.1, "post": 0.2})
+        default_factory=lambda: {"pre": 0.0, "mid": 0.15, "post": 0.35})
     #: NAcc gain-anticipation response added in CBT and MBCT (percent signal change) per session.
     nacc_gain_increase: dict[str, float] = field(
-        default_factory=lambda: {"pre": 0.0, "mid": 0.75, "post": 1.5})
+        default_factory=lambda: {"pre": 0.0, "mid": 1.0, "post": 2.0})
     #: sgACC-NAcc added correlation = base + slope * response propensity (z), patients only.
     sgacc_nacc_base: float = 0.25
     sgacc_nacc_slope: float = 0.18
@@ -135,8 +135,8 @@ class Preset:
 
 
 _PRESETS = {
-    "demo": Preset("demo", 8, ("A", "B"), {"rest": 150, "mid": 130}, EffectSizes(), True),
-    "null": Preset("null", 8, ("A", "B"), {"rest": 150, "mid": 130}, NULL_EFFECTS, False),
+    "demo": Preset("demo", 10, ("A", "B"), {"rest": 150, "mid": 130}, EffectSizes(), True),
+    "null": Preset("null", 10, ("A", "B"), {"rest": 150, "mid": 130}, NULL_EFFECTS, False),
     "large": Preset("large", 50, ("A", "B", "C"), {"rest": 180, "mid": 160}, LARGE_EFFECTS, True),
 }
 
