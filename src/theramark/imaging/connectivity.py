@@ -463,16 +463,24 @@ def dfc_variability(windows: np.ndarray, fisher_z: bool = True) -> np.ndarray:  
     ndarray, shape (n_rois, n_rois)
         Diagonal 0.
     """
-    w = np.asarray(windows, dtype=np.float64)
+    w = np.asarray(windows)
     if w.ndim != 3 or w.shape[1] != w.shape[2]:
         raise BadInputError(f"dfc_variability: expected (n_windows, n_rois, n_rois), got {w.shape}")
-    valid = ~np.isnan(w).all(axis=(1, 2))
+    n_rois = w.shape[1]
+    # Work on the upper triangle only: half the memory traffic of the full stack, and the
+    # float64 copy is made of the edges, not of the (n_windows, n_rois, n_rois) array.
+    upper = np.triu_indices(n_rois, 1)
+    edges = w[:, upper[0], upper[1]]
+    valid = ~np.isnan(edges).all(axis=1) if edges.shape[1] else np.ones(len(w), dtype=bool)
     if valid.sum() < 2:
         raise BadInputError(
             f"dfc_variability: {int(valid.sum())} valid window(s); at least 2 are needed"
         )
-    w = w[valid]
-    values = r_to_z(w) if fisher_z else w
-    idx = np.arange(w.shape[1])
-    values[:, idx, idx] = 0.0
-    return values.std(axis=0, ddof=1)
+    values = edges[valid].astype(np.float64, copy=False)
+    if fisher_z:
+        values = r_to_z(values)
+    variability = np.zeros((n_rois, n_rois))
+    sd = values.std(axis=0, ddof=1)
+    variability[upper] = sd
+    variability[upper[1], upper[0]] = sd
+    return variability
