@@ -189,7 +189,8 @@ def plot_centrality(centrality_table: pd.DataFrame,
                              sharey=True, squeeze=False)
     for ax, measure in zip(axes[0], shown, strict=True):
         values = centrality_table[measure].to_numpy(dtype=float)
-        if scale == "z-scores":
+        if scale == "z-scores" and np.isfinite(values).sum() >= 2:
+            # an undefined measure (e.g. closeness of isolated nodes) stays NaN: no point is drawn
             sd = np.nanstd(values, ddof=1)
             values = (values - np.nanmean(values)) / sd if sd > 0 else np.zeros_like(values)
         ax.plot(values, y, "-o", color="#23395d", markersize=4)
