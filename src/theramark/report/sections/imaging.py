@@ -96,14 +96,18 @@ def _matrix(edges: pd.Series) -> pd.DataFrame:
 
 
 def _connectome_figure(edges: pd.Series, coords: pd.DataFrame | None, title: str,
-                       vmax: float | None = None):
+                       vmax: float | None = None, signed: bool = True):
     plt = _plt()
     matrix = _matrix(edges)
     has_coords = coords is not None and set(matrix.index) <= set(coords.index)
     fig = plt.figure(figsize=(11, 4.2) if has_coords else (5, 4.2))
     ax = fig.add_subplot(1, 2, 1) if has_coords else fig.add_subplot(1, 1, 1)
     limit = vmax or float(np.nanmax(np.abs(matrix.to_numpy()))) or 1.0
-    image = ax.imshow(matrix.to_numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+    if signed:
+        image = ax.imshow(matrix.to_numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+    else:  # a variability (SD) is never negative: a sequential scale shows its range
+        shown = np.where(np.eye(len(matrix), dtype=bool), np.nan, matrix.to_numpy())
+        image = ax.imshow(shown, cmap="viridis", vmin=float(np.nanmin(shown)), vmax=limit)
     if len(matrix) <= 40:
         ax.set_xticks(range(len(matrix)), matrix.columns, rotation=90, fontsize=6)
         ax.set_yticks(range(len(matrix)), matrix.index, fontsize=6)
@@ -149,7 +153,7 @@ def imaging_sections(summary: Mapping[str, Any]) -> list[Section]:
                       f"Group mean connectome over {summary.get('n_fc', '?')} rest runs."))
     if summary.get("dfc_mean") is not None:
         fc.add(Figure(_connectome_figure(summary["dfc_mean"], None,
-                                         "mean dFC variability (SD of z)"),
+                                         "mean dFC variability (SD of z)", signed=False),
                       "Dynamic FC variability averaged over runs."))
     if len(fc.blocks) > 1:
         sections.append(fc)
