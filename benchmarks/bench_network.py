@@ -28,8 +28,11 @@ def _simulated_items(n_rows: int = 1000, n_nodes: int = 20, seed: int = 0) -> pd
     return pd.DataFrame(values, columns=[f"item{i + 1:02d}" for i in range(n_nodes)])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
     import os
+
+    argparse.ArgumentParser(description=__doc__).parse_args(argv)
 
     from theramark.psychosocial.network import correlation_matrix, ebicglasso, lambda_path
     from theramark.psychosocial.network_stability import case_drop_stability

@@ -32,8 +32,15 @@ def _best_of(fn, repeats: int) -> float:
     return min(times)
 
 
-def main(n: int = 1000, n_boot: int = 5000) -> dict[str, float]:
+def main(argv: list[str] | None = None, n: int = 1000, n_boot: int = 5000) -> dict[str, float]:
+    import argparse
+
     import pingouin
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="1,000 resamples instead of 5,000")
+    if parser.parse_args(argv).quick:
+        n_boot = 1000
 
     from theramark.psychosocial import mediation
 
