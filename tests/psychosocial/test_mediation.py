@@ -173,13 +173,14 @@ def test_batched_bootstrap_equals_explicit_resampling():
     table = np.column_stack([np.ones(60), df[["x", "m", "y"]].to_numpy()])
     engine = MomentBootstrap(table, ["(intercept)", "x", "m", "y"])
     rng = np.random.default_rng(0)
-    counts = bootstrap_counts(rng, 7, 60)
+    counts = bootstrap_counts(rng, 7, 60, block=3)  # blocks of 3: the last one is partial
     assert counts.sum(axis=1).tolist() == [60] * 7
-    moments = engine.moments(counts.astype(float))
+    assert np.array_equal(counts, np.round(counts)) and counts.min() >= 0
+    moments = engine.moments(counts)
     beta = engine.solve(moments, ["(intercept)", "x", "m"], "y")
     sd_y = engine.sd(moments, "y")
     for k in range(7):
-        rows = np.repeat(np.arange(60), counts[k])
+        rows = np.repeat(np.arange(60), counts[k].astype(int))
         design = table[rows][:, :3]
         expected, *_ = np.linalg.lstsq(design, df["y"].to_numpy()[rows], rcond=None)
         np.testing.assert_allclose(beta[k], expected, rtol=1e-8, atol=1e-10)

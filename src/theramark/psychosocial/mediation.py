@@ -104,12 +104,20 @@ def coefficient_tables(fits: dict[str, OLSFit], confidence: float) -> pd.DataFra
     })
 
 
-def bootstrap_counts(rng: np.random.Generator, n_boot: int, n: int) -> np.ndarray:
-    """(n_boot, n) counts: how many times each row is drawn in each nonparametric resample."""
-    draws = rng.integers(0, n, size=(n_boot, n), dtype=np.intp)
-    # Offsetting resample b's row indices by b·n makes one bincount count every resample.
-    draws += (np.arange(n_boot, dtype=np.intp) * n)[:, None]
-    return np.bincount(draws.ravel(), minlength=n_boot * n).reshape(n_boot, n)
+def bootstrap_counts(rng: np.random.Generator, n_boot: int, n: int, block: int = 128) -> np.ndarray:
+    """(n_boot, n) counts (float64): how many times each row is drawn in each resample.
+
+    Resamples are counted ``block`` at a time: offsetting resample b's row indices by b·n lets
+    one bincount count a whole block, and a block's bins stay in cache while they are counted.
+    """
+    counts = np.empty((n_boot, n))
+    offsets = (np.arange(block, dtype=np.intp) * n)[:, None]
+    for start in range(0, n_boot, block):
+        size = min(block, n_boot - start)
+        draws = rng.integers(0, n, size=(size, n), dtype=np.intp)
+        draws += offsets[:size]
+        counts[start:start + size] = np.bincount(draws.ravel(), minlength=size * n).reshape(size, n)
+    return counts
 
 
 class MomentBootstrap:
@@ -474,7 +482,7 @@ def mediation(
             while remaining > 0:
                 size = min(chunk_size, remaining)
                 remaining -= size
-                moments = engine.moments(bootstrap_counts(rng, size, n).astype(float))
+                moments = engine.moments(bootstrap_counts(rng, size, n))
                 coefs = {}
                 for eq in equations:
                     beta = engine.solve(moments, ["(intercept)", *eq.predictors], eq.outcome)
