@@ -138,10 +138,16 @@ hypotheses = [
 
 [scales]
 primary = "hamd17"
+
+[psychosocial]
+# EBIC's gamma: 0.5 is qgraph's default for samples of hundreds; with the demo's 40 participants
+# gamma = 0 (BIC) gives the sensitivity Epskamp & Fried (2018) recommend for small samples.
+network = { gamma = 0.0 }
 """
 
 
-def run_demo(out_dir: str | Path, preset: str = "demo", seed: int = 0, n_jobs: int | None = None) -> Path:
+def run_demo(out_dir: str | Path, preset: str = "demo", seed: int = 0, n_jobs: int | None = None,
+             n_per_group: int | None = None) -> Path:
     """Simulate a study, run the participant and group levels, return the report path.
 
     The study configuration is ``OUT/study.toml`` (written with :data:`DEMO_CONFIG` on the first
@@ -158,7 +164,8 @@ def run_demo(out_dir: str | Path, preset: str = "demo", seed: int = 0, n_jobs: i
         print(f"[demo] reusing the simulated study in {bids_dir}", flush=True)
     else:
         print(f"[demo] simulating a {preset} study in {bids_dir} ...", flush=True)
-        simulate_study(bids_dir, preset=preset, seed=seed, n_jobs=n_jobs or -1)
+        simulate_study(bids_dir, preset=preset, seed=seed, n_jobs=n_jobs or -1,
+                       n_per_group=n_per_group)
     config_path = out_dir / "study.toml"
     if not config_path.is_file():
         write_text(config_path, DEMO_CONFIG)
@@ -172,7 +179,8 @@ def run_demo(out_dir: str | Path, preset: str = "demo", seed: int = 0, n_jobs: i
 
 
 def _demo(args: argparse.Namespace) -> int:
-    report = run_demo(args.out_dir, preset=args.preset, seed=args.seed, n_jobs=args.n_jobs)
+    report = run_demo(args.out_dir, preset=args.preset, seed=args.seed, n_jobs=args.n_jobs,
+                      n_per_group=args.n_per_group)
     print(f"\nReport: {report.resolve()}\nOpen it in a browser, e.g. file://{report.resolve()}")
     return 0
 
@@ -188,6 +196,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--preset", default="demo", choices=["demo", "null"],
                       help="simulation preset (null: no planted effects)")
     demo.add_argument("--seed", type=int, default=0, help="random seed of the simulation")
+    demo.add_argument("--n-per-group", type=int, default=None,
+                      help="participants per group (default: the preset's 10)")
     demo.add_argument("--n-jobs", type=int, default=None, help="parallel jobs (default: all cores)")
     demo.set_defaults(func=_demo)
 

@@ -238,6 +238,8 @@ def write_results(results: dict[str, Any], out_dir: Path, parameters: dict) -> l
         if not isinstance(value, pd.DataFrame) or name == "data":
             continue
         index = name.startswith("mediation") or name in ("moderation", "network")
+        if name == "network":  # a node × node matrix: name its row labels like its columns
+            value = value.rename_axis("node")
         written.append(write_tsv(out_dir / f"{name}.tsv", value, index=index))
         attrs = value.attrs
         for key in ("coefficients", "johnson_neyman", "curve", "profile", "davies"):

@@ -1,0 +1,36 @@
+"""``theramark demo`` from nothing to a report, on a small study (the full demo is what make demo runs)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from theramark.cli import main
+
+
+@pytest.mark.slow
+def test_demo_writes_every_section_and_resumes(tmp_path: Path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", str(out), "--n-per-group", "4", "--n-jobs", "2"]) == 0
+    printed = capsys.readouterr().out
+    report = out / "derivatives" / "report.html"
+    assert f"Report: {report.resolve()}" in printed
+    html = report.read_text()
+    titles = re.findall(r"<h2>(.*?)</h2>", html)
+    for expected in ("Study summary", "Imaging quality control", "Questionnaires and clinical outcomes",
+                     "Functional connectivity", "Task activation", "Group statistics: therapy × time",
+                     "Psychosocial pathways: mediation", "Psychosocial network"):
+        assert expected in titles, titles
+    assert (out / "study.toml").is_file()
+    runs = pd.read_csv(out / "derivatives" / "participant_runs.tsv", sep="\t")
+    assert len(runs) == 4 * (3 * 3 + 2) * 2 and set(runs["status"]) <= {"ok", "excluded"}
+    hypotheses = pd.read_csv(out / "derivatives" / "group" / "stats" / "hypotheses.tsv", sep="\t")
+    assert hypotheses["feature"].nunique() == 5
+    # a rerun reuses the simulated study and skips every finished run
+    assert main(["demo", str(out), "--n-jobs", "2"]) == 0
+    assert "reusing the simulated study" in capsys.readouterr().out
+    rerun = pd.read_csv(out / "derivatives" / "participant_runs.tsv", sep="\t")
+    assert (rerun["status"] == "skipped").sum() >= (runs["status"] == "ok").sum()
