@@ -19,6 +19,7 @@ from theramark import __version__
 from theramark._io import write_text
 from theramark.config import load_config, section
 from theramark.context import GroupContext
+from theramark.errors import BadInputError
 from theramark.report import Report, Section, Table, Text
 from theramark.study import load_participants
 
@@ -79,6 +80,12 @@ def run_group_level(
     config = config or {}
     options = section(config, "group", GROUP_DEFAULTS)
     participants = load_participants(bids_dir)
+    from theramark.imaging.participant import RUNS_TABLE
+
+    if not (out_dir / RUNS_TABLE).is_file():
+        raise BadInputError(
+            f"{out_dir}: no participant-level outputs ({RUNS_TABLE} is missing); run "
+            f"'theramark run {bids_dir} {out_dir} participant' first")
     ctx = GroupContext(bids_dir=bids_dir, out_dir=out_dir, config=config,
                        participants=participants, random_state=int(options["random_state"]))
     report = Report(options["title"], subtitle=f"{bids_dir.resolve().name} — theramark {__version__}")

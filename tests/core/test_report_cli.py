@@ -51,3 +51,14 @@ def test_run_on_missing_dataset_is_bad_input(tmp_path: Path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "participants.tsv: file not found" in err and "Traceback" not in err
+
+
+def test_group_level_before_participant_level_is_bad_input(tmp_path: Path, capsys):
+    bids = tmp_path / "bids"
+    bids.mkdir()
+    pd.DataFrame({"participant_id": ["sub-01"], "group": ["CBT"]}).to_csv(
+        bids / "participants.tsv", sep="\t", index=False)
+    assert main(["run", str(bids), str(tmp_path / "out"), "group"]) == 2
+    err = capsys.readouterr().err
+    assert "no participant-level outputs (participant_runs.tsv is missing)" in err
+    assert "participant' first" in err
