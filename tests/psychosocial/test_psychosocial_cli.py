@@ -192,13 +192,11 @@ def test_cli_bad_input_exit_code(table_path, capsys):
 def test_group_step_on_the_project_simulator_recovers_planted_effects(tmp_path):
     """Phenotype of ``theramark.simulate`` (no images: the 'large' preset's item tables), scored by
     the scales stage, then the psychosocial step: the planted effects of ground_truth.json."""
-    try:
-        from theramark.scales.pipeline import group_step as scales_step
-        from theramark.simulate import phenotype as pheno
-        from theramark.simulate.design import make_participants, session_targets
-        from theramark.simulate.presets import get_preset
-    except ImportError as exc:  # pragma: no cover - modules written concurrently
-        pytest.skip(f"simulator or scales stage not available: {exc}")
+    from theramark.scales.pipeline import group_step as scales_step
+    from theramark.simulate import phenotype as pheno
+    from theramark.simulate.design import make_participants, session_targets
+    from theramark.simulate.presets import get_preset
+
     preset = get_preset("large", n_per_group=75)
     truth = make_participants(preset, np.random.default_rng([0, 0]))
     targets = session_targets(truth, np.random.default_rng([0, 1]))
