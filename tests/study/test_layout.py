@@ -50,3 +50,29 @@ def test_missing_folders_are_named(tmp_path: Path):
     (tmp_path / "bids").mkdir()
     with pytest.raises(BadInputError, match="fMRIPrep derivatives folder not found"):
         discover_runs(tmp_path / "bids")
+
+
+def test_identifier_columns_are_normalized_once():
+    import pandas as pd
+
+    from theramark.study.entities import with_sub_prefix, without_ses_prefix
+
+    ids = pd.Series(["01", "sub-02", None, 7], dtype=object)
+    assert with_sub_prefix(ids).tolist() == ["sub-01", "sub-02", None, "sub-7"]
+    sessions = pd.Series(["ses-pre", "post", pd.NA], dtype="string")
+    out = without_ses_prefix(sessions)
+    assert str(out.dtype) == "string" and out.tolist()[:2] == ["pre", "post"] and out.isna()[2]
+
+
+def test_phenotype_tables_get_contract_identifiers(tmp_path):
+    import pandas as pd
+
+    from theramark.study import load_phenotype
+
+    folder = tmp_path / "phenotype"
+    folder.mkdir()
+    pd.DataFrame({"participant_id": ["01", "sub-02"], "session_id": ["ses-pre", "pre"],
+                  "x": [1, 2]}).to_csv(folder / "m.tsv", sep="\t", index=False)
+    table = load_phenotype(tmp_path)["m"]
+    assert table["participant_id"].tolist() == ["sub-01", "sub-02"]
+    assert table["session"].tolist() == ["pre", "pre"]

@@ -22,6 +22,7 @@ import pandas as pd
 
 from theramark._io import atomic_path, provenance, write_json, write_tsv
 from theramark.errors import BadInputError
+from theramark.study.entities import with_sub_prefix, without_ses_prefix
 
 __all__ = [
     "FEATURE_KEY_SEPARATOR",
@@ -40,19 +41,13 @@ FEATURE_KEY_SEPARATOR = "|"
 TSV_MAX_ROWS = 200_000
 
 
-def _strip(values: pd.Series, prefix: str) -> pd.Series:
-    text = values.astype("string")
-    return text.str.replace(f"^{prefix}", "", regex=True)
-
-
 def _normalize_ids(table: pd.DataFrame, what: str) -> pd.DataFrame:
     table = table.copy()
     if "participant_id" not in table:
         raise BadInputError(f"{what}: no participant_id column (columns: {list(table.columns)})")
-    ids = table["participant_id"].astype("string")
-    table["participant_id"] = ids.where(ids.str.startswith("sub-"), "sub-" + ids)
+    table["participant_id"] = with_sub_prefix(table["participant_id"].astype("string"))
     if "session" in table:
-        table["session"] = _strip(table["session"], "ses-")
+        table["session"] = without_ses_prefix(table["session"].astype("string"))
     return table
 
 

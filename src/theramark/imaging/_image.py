@@ -17,9 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from theramark.errors import BadInputError
-
-#: Affines closer than this (mm, elementwise) are the same grid.
-AFFINE_TOLERANCE = 1e-3
+from theramark.study.validate import same_grid
 
 
 def load_mask(path: str | os.PathLike) -> nib.Nifti1Image:
@@ -58,9 +56,7 @@ def check_same_grid(
     name: str, reference_name: str,
 ) -> None:
     """Raise when two images are not on the same voxel grid (shape and affine)."""
-    if tuple(img.shape[:3]) != tuple(reference.shape[:3]) or not np.allclose(
-        img.affine, reference.affine, atol=AFFINE_TOLERANCE
-    ):
+    if not same_grid(img, reference):
         raise BadInputError(
             f"{name}: not on the grid of {reference_name} (shape {tuple(img.shape[:3])} vs "
             f"{tuple(reference.shape[:3])}, affines differ by up to "

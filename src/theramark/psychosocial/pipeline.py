@@ -27,9 +27,11 @@ from typing import Any
 
 import pandas as pd
 
-from theramark._io import provenance, read_tsv, write_json, write_tsv
+from theramark._io import provenance, write_json, write_tsv
 from theramark.config import section
 from theramark.errors import BadInputError, TheramarkError
+from theramark.study.entities import without_ses_prefix
+from theramark.study.participants import read_phenotype_table
 
 DEFAULTS: dict[str, Any] = {
     "enabled": True,
@@ -61,10 +63,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _strip_session(values: pd.Series) -> pd.Series:
-    return values.astype(str).str.replace(r"^ses-", "", regex=True)
-
-
 def baseline_table(ctx, session: str, variables: dict[str, str]) -> tuple[pd.DataFrame, dict]:
     """One row per participant at ``session`` with a column per available variable label.
 
@@ -77,9 +75,9 @@ def baseline_table(ctx, session: str, variables: dict[str, str]) -> tuple[pd.Dat
     strain = None
     strain_path = Path(ctx.bids_dir) / "phenotype" / "financial_strain.tsv"
     if strain_path.is_file():
-        strain = read_tsv(strain_path, dtype={"participant_id": str, "session": str})
+        strain = read_phenotype_table(strain_path)
         if "session" in strain.columns:
-            strain = strain[_strip_session(strain["session"]) == session]
+            strain = strain[strain["session"] == session]
         strain = strain.drop_duplicates("participant_id").set_index("participant_id")
     missing = {}
     for label, source in variables.items():
@@ -93,7 +91,7 @@ def baseline_table(ctx, session: str, variables: dict[str, str]) -> tuple[pd.Dat
                 missing[label] = f"scores of '{instrument}' have no column '{column}'"
                 continue
             if "session" in frame.columns:
-                frame = frame[_strip_session(frame["session"]) == session]
+                frame = frame[without_ses_prefix(frame["session"]) == session]
             values = frame.drop_duplicates("participant_id").set_index("participant_id")[column]
             if values.notna().sum() == 0:
                 missing[label] = f"'{source}' has no values at session '{session}'"
@@ -214,7 +212,7 @@ def _ema(ctx, table, ema_cfg, results) -> None:
     if not path.is_file():
         results["skipped"]["ema"] = f"no EMA file ({path})"
         return
-    ema = read_tsv(path, dtype={"participant_id": str})
+    ema = read_phenotype_table(path)
     moderator = ema_cfg.get("moderator") or None
     if moderator:
         if moderator not in table.columns:

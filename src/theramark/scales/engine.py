@@ -31,6 +31,7 @@ import pandas as pd
 
 from theramark.errors import BadInputError
 from theramark.scales.definitions import Instrument, load_instrument
+from theramark.study.entities import without_ses_prefix
 
 ERROR_MODES = ("raise", "flag")
 _MAX_LISTED = 1000
@@ -51,7 +52,7 @@ def _identifiers(table: pd.DataFrame, source: str) -> pd.DataFrame:
     ids = pd.DataFrame({"participant_id": table["participant_id"].astype(str).str.strip()},
                        index=table.index)
     if "session" in table.columns:
-        ids["session"] = table["session"].astype(str).str.strip().str.replace(r"^ses-", "", regex=True)
+        ids["session"] = without_ses_prefix(table["session"].astype(str).str.strip())
     empty = empty | (ids == "").any(axis=1).to_numpy()
     if empty.any():
         rows = [str(i + 2) for i in np.flatnonzero(empty)]

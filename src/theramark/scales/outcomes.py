@@ -34,6 +34,7 @@ import pandas as pd
 
 from theramark.errors import BadInputError
 from theramark.scales.definitions import Instrument, load_instrument
+from theramark.study.entities import without_ses_prefix
 
 RCI_CRITICAL = 1.96
 
@@ -47,7 +48,7 @@ def _check_scores(scores: pd.DataFrame, source: str) -> pd.DataFrame:
             "(expected participant_id, session, total)"
         )
     table = scores.copy()
-    table["session"] = table["session"].astype("string").str.replace(r"^ses-", "", regex=True)
+    table["session"] = without_ses_prefix(table["session"].astype("string"))
     table["participant_id"] = table["participant_id"].astype("string")
     total = pd.to_numeric(table["total"], errors="coerce")
     bad = total.isna() & table["total"].notna()

@@ -20,12 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from theramark._io import provenance, read_tsv, write_json, write_tsv
+from theramark._io import provenance, write_json, write_tsv
 from theramark.config import section
 from theramark.errors import BadInputError
 from theramark.scales.definitions import available_instruments, load_instrument
 from theramark.scales.engine import score
 from theramark.scales.outcomes import outcomes, rates_by_group, trajectory_summary
+from theramark.study.participants import read_phenotype_table
 
 DEFAULTS = {"primary": "", "baseline": "pre", "endpoint": "post", "errors": "flag",
             "scoring": {"shaps": "continuous"}}
@@ -97,11 +98,8 @@ def group_step(ctx) -> list:
     all_scores: dict[str, pd.DataFrame] = {}
     flag_frames, failures = [], []
     for ident, path in tables.items():
-        table = read_tsv(path, dtype={"participant_id": str, "session": str})
-        if "participant_id" in table.columns:  # contracts: IDs carry the sub- prefix
-            ids = table["participant_id"]
-            table["participant_id"] = ids.where(ids.isna() | ids.str.startswith("sub-"), "sub-" + ids)
         try:
+            table = read_phenotype_table(path)
             scores = score(ident, table, errors=cfg["errors"], source=str(path),
                            scoring=cfg["scoring"].get(ident))
         except BadInputError as exc:

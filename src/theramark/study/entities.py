@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pandas as pd
+
 # Entity order of the BIDS specification (subset theramark reads and writes).
 ENTITY_ORDER = (
     "sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo", "space", "res", "den",
@@ -55,3 +57,26 @@ def strip_prefix(label: str | None, prefix: str) -> str | None:
         return None
     label = str(label)
     return label[len(prefix) + 1:] if label.startswith(prefix + "-") else label
+
+
+def _with_prefix_fixed(values: pd.Series, fix) -> pd.Series:
+    # string-dtype columns stay string; anything else becomes object (text); missing stays missing
+    out = values.astype("string" if isinstance(values.dtype, pd.StringDtype) else object)
+    present = out.notna()
+    if present.any():
+        out[present] = fix(out[present].astype(str))
+    return out
+
+
+def with_sub_prefix(ids: pd.Series) -> pd.Series:
+    """Participant IDs with the ``sub-`` prefix (``01`` → ``sub-01``); missing values stay missing.
+
+    Every table theramark reads goes through this, so IDs from participants.tsv, phenotype files
+    and outputs always match (see docs/contracts.md).
+    """
+    return _with_prefix_fixed(ids, lambda text: text.where(text.str.startswith("sub-"), "sub-" + text))
+
+
+def without_ses_prefix(sessions: pd.Series) -> pd.Series:
+    """Session labels without the ``ses-`` prefix (``ses-pre`` → ``pre``); missing stays missing."""
+    return _with_prefix_fixed(sessions, lambda text: text.str.replace(r"^ses-", "", regex=True))

@@ -9,7 +9,7 @@ import pandas as pd
 
 from theramark._io import read_tsv
 from theramark.errors import BadInputError
-from theramark.study.entities import strip_prefix
+from theramark.study.entities import with_sub_prefix, without_ses_prefix
 
 _SESSION_COLUMN = re.compile(r"^(?P<measure>.+)_ses-(?P<session>[a-zA-Z0-9]+)$")
 
@@ -41,9 +41,7 @@ def check_participants(table: pd.DataFrame, path: str | Path = "participants.tsv
     if missing.any():
         rows = ", ".join(str(i + 2) for i in table.index[missing])
         raise BadInputError(f"{path}: empty participant_id on line(s) {rows}")
-    table["participant_id"] = [
-        pid if str(pid).startswith("sub-") else f"sub-{pid}" for pid in table["participant_id"]
-    ]
+    table["participant_id"] = with_sub_prefix(table["participant_id"])
     duplicated = table["participant_id"][table["participant_id"].duplicated(keep=False)]
     if len(duplicated):
         raise BadInputError(
@@ -80,27 +78,32 @@ def session_columns_to_long(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def load_phenotype(bids_dir: str | Path) -> dict[str, pd.DataFrame]:
-    """Every ``phenotype/<measure>.tsv`` as a DataFrame keyed by measure name.
+def read_phenotype_table(path: str | Path) -> pd.DataFrame:
+    """One phenotype TSV with theramark's identifiers.
 
     ``participant_id`` gets the ``sub-`` prefix when missing; a ``session`` (or BIDS
     ``session_id``) column is normalized to labels without ``ses-``.
+
+    Raises
+    ------
+    BadInputError
+        When the file is unreadable or has no ``participant_id`` column.
     """
+    table = read_tsv(path, dtype={"participant_id": str, "session": str, "session_id": str})
+    if "participant_id" not in table.columns:
+        raise BadInputError(
+            f"{path}: no 'participant_id' column (columns are {', '.join(map(str, table.columns))})")
+    table["participant_id"] = with_sub_prefix(table["participant_id"])
+    if "session_id" in table.columns and "session" not in table.columns:
+        table = table.rename(columns={"session_id": "session"})
+    if "session" in table.columns:
+        table["session"] = without_ses_prefix(table["session"])
+    return table
+
+
+def load_phenotype(bids_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """Every ``phenotype/<measure>.tsv`` (see :func:`read_phenotype_table`), keyed by measure."""
     folder = Path(bids_dir) / "phenotype"
-    tables: dict[str, pd.DataFrame] = {}
     if not folder.is_dir():
-        return tables
-    for path in sorted(folder.glob("*.tsv")):
-        table = read_tsv(path, dtype={"participant_id": str, "session": str, "session_id": str})
-        if "participant_id" not in table.columns:
-            raise BadInputError(f"{path}: no 'participant_id' column")
-        table["participant_id"] = [
-            pid if str(pid).startswith("sub-") else f"sub-{pid}" for pid in table["participant_id"]
-        ]
-        if "session_id" in table.columns and "session" not in table.columns:
-            table = table.rename(columns={"session_id": "session"})
-        if "session" in table.columns:
-            table["session"] = [strip_prefix(s, "ses") if isinstance(s, str) else s
-                                for s in table["session"]]
-        tables[path.stem] = table
-    return tables
+        return {}
+    return {path.stem: read_phenotype_table(path) for path in sorted(folder.glob("*.tsv"))}

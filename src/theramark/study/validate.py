@@ -64,6 +64,16 @@ def nifti_problem(path: Path, check_data: bool = True) -> str | None:
     return None
 
 
+#: Affines closer than this (mm, elementwise) are the same grid.
+AFFINE_TOLERANCE = 1e-3
+
+
+def same_grid(img: nib.spatialimages.SpatialImage, reference: nib.spatialimages.SpatialImage) -> bool:
+    """Whether two images share a voxel grid (first three dimensions and affine)."""
+    return tuple(img.shape[:3]) == tuple(reference.shape[:3]) and bool(
+        np.allclose(img.affine, reference.affine, atol=AFFINE_TOLERANCE))
+
+
 def header_t_r(img: nib.Nifti1Image) -> float | None:
     """Repetition time in seconds from a NIfTI header (respecting ``xyzt_units``)."""
     if len(img.shape) < 4:
@@ -106,7 +116,7 @@ def _check_run(run: Run, check_data: bool) -> list[Problem]:
             problems.append(Problem(ERROR, str(run.mask), issue))
         else:
             mask = nib.load(str(run.mask))
-            if mask.shape[:3] != img.shape[:3] or not np.allclose(mask.affine, img.affine, atol=1e-3):
+            if not same_grid(mask, img):
                 problems.append(Problem(
                     ERROR, str(run.mask), f"mask grid {mask.shape[:3]} does not match the BOLD "
                     f"grid {img.shape[:3]} (another space or resolution?)"))
