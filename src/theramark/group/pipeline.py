@@ -133,8 +133,9 @@ def _harmonize(wide: pd.DataFrame, sessions: pd.DataFrame, cfg: dict, baseline: 
 
 
 def _family_corrections(result: pd.DataFrame, model_table: pd.DataFrame, features: list[str],
-                        cfg: dict, random_state: int) -> pd.DataFrame:
-    """FDR within each contrast × measure family; max-T FWE on the change-score model.
+                        cfg: dict, random_state: int,
+                        fdr_families: tuple[str, ...] = ("contrast", "measure")) -> pd.DataFrame:
+    """FDR within each ``fdr_families`` group (contrast × measure); max-T FWE on the change scores.
 
     The max-T family of an arm is every feature complete at baseline and endpoint; its statistic is
     the t of the arm-vs-reference difference in change (OLS on the change scores of those two
@@ -147,7 +148,7 @@ def _family_corrections(result: pd.DataFrame, model_table: pd.DataFrame, feature
     result["measure"] = [split_feature_key(f)[0] for f in result["feature"]]
     result["q_fdr"] = np.nan
     result["p_fwe"] = np.nan
-    for _, index in result.groupby(["contrast", "measure"]).groups.items():
+    for _, index in result.groupby(list(fdr_families)).groups.items():
         result.loc[index, "q_fdr"] = fdr_bh(result.loc[index, "p"].to_numpy())
     if not cfg["n_permutations"]:
         return result
@@ -202,7 +203,6 @@ def confirmatory_family(group_time: pd.DataFrame, model_table: pd.DataFrame, key
     """
     import difflib
 
-    from theramark.group.inference import fdr_bh
 
     hypotheses = list(dict.fromkeys(cfg["hypotheses"]))
     unknown = [h for h in hypotheses if h not in keys]
@@ -213,9 +213,8 @@ def confirmatory_family(group_time: pd.DataFrame, model_table: pd.DataFrame, key
                          if (close := difflib.get_close_matches(h, keys, n=3)) else "")
              for h in unknown])
     subset = group_time[group_time["feature"].isin(hypotheses)].drop(columns=["q_fdr", "p_fwe"])
-    family = _family_corrections(subset, model_table, hypotheses, cfg, random_state)
-    for _, index in family.groupby("contrast").groups.items():
-        family.loc[index, "q_fdr"] = fdr_bh(family.loc[index, "p"].to_numpy())
+    family = _family_corrections(subset, model_table, hypotheses, cfg, random_state,
+                                 fdr_families=("contrast",))
     family["hypothesis"] = family["feature"].map({h: i + 1 for i, h in enumerate(hypotheses)})
     return family.sort_values(["hypothesis", "arm", "session"], kind="stable").reset_index(drop=True)
 
