@@ -231,6 +231,28 @@ def test_sliding_window_with_censoring():
     np.testing.assert_allclose(w_idx[~np.isnan(w_idx)], w[~np.isnan(w)])
 
 
+def test_sliding_window_threads_give_the_same_windows():
+    """Windows shared among threads equal the one-thread result bit for bit, censored or not."""
+    from threadpoolctl import threadpool_limits
+
+    from theramark.imaging.connectivity import _blas_threads
+
+    rng = np.random.default_rng(11)
+    ts = rng.standard_normal((400, 60)).cumsum(axis=0) * 0.1 + rng.standard_normal((400, 60))
+    keep = rng.random(400) > 0.1
+    for kwargs in ({}, {"keep": keep, "taper": "gaussian"}, {"step": 3}):
+        one = sliding_window_fc(ts, 40, n_threads=1, **kwargs)
+        for n_threads in (2, 3):
+            np.testing.assert_array_equal(
+                sliding_window_fc(ts, 40, n_threads=n_threads, max_chunk_bytes=2**18, **kwargs), one)
+    np.testing.assert_allclose(one, _windows_reference(ts, 40, 3), atol=1e-12, rtol=0)
+    # a process limited to one BLAS thread (a joblib worker) keeps dynamic FC on one thread too
+    with threadpool_limits(limits=1, user_api="blas"):
+        assert _blas_threads() == 1
+    with pytest.raises(BadInputError, match="n_threads"):
+        sliding_window_fc(ts, 40, n_threads=0)
+
+
 def test_sliding_window_bad_input():
     ts = np.random.default_rng(3).standard_normal((50, 3))
     with pytest.raises(BadInputError, match="window=60"):

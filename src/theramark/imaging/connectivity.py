@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -310,6 +311,39 @@ def window_weights(window: int, taper: str = "rectangular", sigma: float = 3.0) 
     return w / w.max()
 
 
+_blas_controller = None
+
+
+def _blas_threads() -> int:
+    """Threads BLAS may use here now: 1 inside a joblib worker or a ``threadpool_limits(1)``."""
+    global _blas_controller
+    if _blas_controller is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _blas_controller = ThreadpoolController()
+        except ImportError:  # threadpoolctl comes with scikit-learn; be safe without it
+            _blas_controller = False
+    if _blas_controller is False:
+        return 1
+    counts = [lib.num_threads for lib in _blas_controller.select(user_api="blas").lib_controllers]
+    return max(1, min(counts, default=1))
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _thread_pool(threads: int) -> ThreadPoolExecutor:
+    """One pool per size, kept for the process: starting threads on every call costs ~0.2 ms."""
+    if threads not in _pools:
+        _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="theramark-dfc")
+    return _pools[threads]
+
+
+# Below this many multiply-adds a call runs on one thread: starting threads would cost more.
+_MIN_MACS_PER_THREAD = 1 << 24
+
+
 def sliding_window_fc(
     timeseries: np.ndarray,
     window: int,
@@ -322,6 +356,7 @@ def sliding_window_fc(
     dtype: type | np.dtype = np.float64,
     return_info: bool = False,
     max_chunk_bytes: int = 4 * 2**20,
+    n_threads: int | None = None,
 ) -> np.ndarray | tuple[np.ndarray, pd.DataFrame]:
     """Sliding-window Pearson correlation (dynamic FC).
 
@@ -353,7 +388,11 @@ def sliding_window_fc(
     return_info : bool
         Also return a table ``start, stop, n_kept, valid`` (one row per window; stop exclusive).
     max_chunk_bytes : int
-        Work-space bound: windows are processed in chunks of about this many bytes.
+        Work-space bound per thread: windows are processed in chunks of about this many bytes.
+    n_threads : int, optional
+        Threads sharing the windows. Default: as many as BLAS may use here (threadpoolctl), so
+        that a joblib worker limited to one BLAS thread stays on one core (small inputs run on
+        one thread). The result does not depend on it, bit for bit.
 
     Returns
     -------
@@ -373,6 +412,8 @@ def sliding_window_fc(
         )
     if step < 1:
         raise BadInputError(f"sliding_window_fc: step={step}; expected ≥ 1")
+    if n_threads is not None and int(n_threads) < 1:
+        raise BadInputError(f"sliding_window_fc: n_threads={n_threads}; expected ≥ 1")
     taper_w = window_weights(window, taper, sigma)
     kept = np.ones(n_volumes, dtype=bool)
     if keep is not None:
@@ -394,45 +435,76 @@ def sliding_window_fc(
     n_windows = starts.size
 
     # (n_windows, window) weights: taper × kept flag.
-    idx = starts[:, None] + np.arange(window)[None, :]
-    kept_w = kept[idx]
+    kept_w = kept[starts[:, None] + np.arange(window)[None, :]]
     n_kept = kept_w.sum(axis=1)
     valid = n_kept >= min_kept
-    weights = taper_w[None, :] * kept_w
+    uniform = taper == "rectangular" and bool(kept.all())
+    if uniform:
+        # Window means from running sums of the globally centred series. Their rounding errors
+        # change r only at second order (r is exact for any centring constant up to a term in
+        # the square of the centring error), so the result keeps double precision.
+        centred_sum = np.concatenate([np.zeros((1, n_rois)), np.cumsum(x - x.mean(axis=0), axis=0)])
+        means = (centred_sum[starts + window] - centred_sum[starts]) / window + x.mean(axis=0)
+        root_weights = None
+    else:
+        weights = taper_w[None, :] * kept_w
+        total = weights.sum(axis=1)
+        total[total == 0] = np.nan
+        means = None
+        root_weights = np.sqrt(weights)
 
     out = np.empty((n_windows, n_rois, n_rois), dtype=dtype)
-    per_window = window * n_rois * 8 * 4 + n_rois * n_rois * 8
+    per_window = window * n_rois * 8 + n_rois * n_rois * 8
     chunk = max(1, int(max_chunk_bytes // per_window))
-    # (n_starts, window, n_rois) view: no copy until a chunk is gathered.
+    # (n_starts, window, n_rois) strided view: each chunk is read from it once.
     views = np.swapaxes(np.lib.stride_tricks.sliding_window_view(x, window, axis=0), 1, 2)
     diag = np.arange(n_rois)
-    uniform = taper == "rectangular" and bool(kept.all())
-    for begin in range(0, n_windows, chunk):
-        sel = slice(begin, min(begin + chunk, n_windows))
-        seg = views[starts[sel]]  # (c, window, n_rois), a copy
-        # Centre each window on its own (weighted) mean before any product: no running sums,
-        # so the result keeps double precision whatever the signal's offset.
-        if uniform:
-            centered = seg
-            centered -= seg.mean(axis=1, keepdims=True)
-        else:
-            w = weights[sel][:, :, None]  # (c, window, 1)
-            total = w.sum(axis=1, keepdims=True)
-            total[total == 0] = np.nan
-            centered = (seg - (seg * w).sum(axis=1, keepdims=True) / total) * np.sqrt(w)
-        norm = np.sqrt((centered**2).sum(axis=1, keepdims=True))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            centered /= norm
-        # Written straight into the output when it is float64 (the output dominates memory
-        # traffic). |r| may exceed 1 by an ulp; r_to_z clips before arctanh.
-        target = out[sel] if out.dtype == np.float64 else None
-        r = np.matmul(np.swapaxes(centered, 1, 2), centered, out=target)
-        r[:, diag, diag] = 1.0
-        invalid = ~valid[sel]
-        if invalid.any():
-            r[invalid] = np.nan
-        if target is None:
-            out[sel] = r
+
+    def process(first: int, last: int) -> None:
+        """Windows ``first:last``, chunk by chunk, in one work space of this thread's own."""
+        work = np.empty((min(chunk, last - first), window, n_rois))
+        for begin in range(first, last, chunk):
+            sel = slice(begin, min(begin + chunk, last))
+            size = sel.stop - sel.start
+            seg = views[starts[sel.start] : starts[sel.stop - 1] + 1 : step]
+            centred = work[:size]
+            if uniform:
+                np.subtract(seg, means[sel, None, :], out=centred)
+            else:
+                w = weights[sel]
+                mean = np.einsum("cw,cwr->cr", w, seg) / total[sel, None]
+                np.subtract(seg, mean[:, None, :], out=centred)
+                centred *= root_weights[sel, :, None]
+            with np.errstate(divide="ignore"):
+                inverse_norm = 1.0 / np.sqrt(np.einsum("cwr,cwr->cr", centred, centred))
+            # A constant ROI in a window: 0 × inf = NaN, as Pearson r is undefined there.
+            with np.errstate(invalid="ignore"):
+                centred *= inverse_norm[:, None, :]
+            # Written straight into the output when it is float64 (the output dominates memory
+            # traffic). |r| may exceed 1 by an ulp; r_to_z clips before arctanh.
+            target = out[sel] if out.dtype == np.float64 else None
+            r = np.matmul(np.swapaxes(centred, 1, 2), centred, out=target)
+            r[:, diag, diag] = 1.0
+            invalid = ~valid[sel]
+            if invalid.any():
+                r[invalid] = np.nan
+            if target is None:
+                out[sel] = r
+
+    if n_threads is None:
+        macs = n_windows * window * n_rois * n_rois
+        threads = min(_blas_threads(), max(1, macs // _MIN_MACS_PER_THREAD))
+    else:
+        threads = int(n_threads)
+    threads = min(threads, -(-n_windows // chunk))  # at least one chunk per thread
+    if threads == 1:
+        process(0, n_windows)
+    else:
+        # numpy releases the GIL in the products and ufuncs, so the threads run in parallel.
+        bounds = np.linspace(0, n_windows, threads + 1).astype(int)
+        pool = _thread_pool(threads)
+        for job in [pool.submit(process, a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]:
+            job.result()
     if (~valid).any():
         warnings.warn(
             f"sliding_window_fc: {int((~valid).sum())} of {n_windows} windows have fewer than "
