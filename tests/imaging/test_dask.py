@@ -54,14 +54,24 @@ def test_dask_cluster_gives_the_same_outputs_as_local(small_study, tmp_path):
     try:
         address = _wait_for(logs / "scheduler.log", r"Scheduler at:\s+(tcp://[\d.]+:\d+)",
                             scheduler)
-        for index in range(1):  # one single-threaded worker: one run at a time
-            worker = _start(["worker", address, "--nthreads", "1", "--nworkers", "1",
+        for index in range(1):  # one worker holding two runs at once
+            worker = _start(["worker", address, "--nthreads", "2", "--nworkers", "1",
                              "--no-dashboard", "--host", "127.0.0.1"],
                             logs / f"worker{index}.log")
             workers.append(worker)
             _wait_for(logs / f"worker{index}.log", r"(Registered to)", worker)
         on_dask = participant.run_participant_level(small_study, tmp_path / "dask", config=CONFIG,
                                                     scheduler=address)
+        from distributed import Client
+        from threadpoolctl import threadpool_info
+
+        with Client(address) as client:
+            # after a job, the worker's BLAS is limited to its cores shared by its two threads
+            blas = client.submit(lambda: [lib["num_threads"] for lib in threadpool_info()
+                                          if lib["user_api"] == "blas"], pure=False).result()
+            expected = client.submit(participant._worker_blas_threads, pure=False).result()
+        assert expected == max(1, (os.cpu_count() or 1) // 2)
+        assert blas and set(blas) == {expected}, blas
     finally:
         for process in [*workers, scheduler]:
             process.terminate()

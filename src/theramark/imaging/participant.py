@@ -17,7 +17,8 @@ interrupted study resumes where it stopped. A run with bad input fails alone: it
 the file) goes into ``OUT/participant_runs.tsv`` and into the report.
 
 Jobs run in joblib processes (one run per worker at a time) or, with ``scheduler="tcp://..."``,
-on a Dask distributed cluster (start workers with ``--nthreads 1`` to keep one run per worker).
+on a Dask distributed cluster, where a worker's cores are shared among the runs it holds at once
+(BLAS gets ``cores // nthreads`` threads in each).
 """
 
 from __future__ import annotations
@@ -647,7 +648,8 @@ def _run_dask(runs, out, settings, resume, scheduler) -> list[dict]:
     except OSError as exc:
         raise BadInputError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from None
     try:
-        futures = [client.submit(process_run, run, str(out), settings, resume, pure=False,
+        futures = [client.submit(_process_run_on_worker, run, str(out), settings, resume,
+                                 pure=False,
                                  key=f"theramark-{run.prefix}-{time.time_ns()}")
                    for run in runs]
         return [future.result() for future in progress(as_completed(futures),
@@ -655,6 +657,26 @@ def _run_dask(runs, out, settings, resume, scheduler) -> list[dict]:
                                                        total=len(futures), unit="run")]
     finally:
         client.close()
+
+
+def _worker_blas_threads() -> int:
+    """BLAS threads for one job on this Dask worker: its cores shared among its task threads."""
+    from distributed import get_worker
+
+    return max(1, (os.cpu_count() or 1) // max(1, get_worker().state.nthreads))
+
+
+def _process_run_on_worker(run, out, settings, resume) -> dict:
+    """:func:`process_run` on a Dask worker, with BLAS limited so that concurrent jobs share cores.
+
+    joblib's loky workers get this limit from joblib; a Dask worker running several tasks at once
+    in threads would otherwise start a full BLAS thread pool (and dynamic FC's threads) per task.
+    The limit is process-wide and the same for every task of the worker, so it is set, not scoped.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=_worker_blas_threads())
+    return process_run(run, out, settings, resume)
 
 
 # -- group level ------------------------------------------------------------------------------
