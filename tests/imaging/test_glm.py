@@ -86,6 +86,53 @@ def test_fixed_effects_equal_nilearn():
     np.testing.assert_allclose(variance, ref[1].get_fdata(), rtol=1e-6)
     np.testing.assert_allclose(z, ref[2].get_fdata(), rtol=1e-6)  # effect / sd
 
+    # with each run's residual degrees of freedom, z is nilearn's z_score of that t
+    # (effects scaled so that |t| reaches the far tail, where the two conversions differ most)
+    dofs = [12, 7, 20]
+    big = effects * 6.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = compute_fixed_effects([nib.Nifti1Image(e, affine) for e in big], var_imgs,
+                                    mask=nib.Nifti1Image(np.ones((2, 2, 2), np.uint8), affine),
+                                    precision_weighted=True, dofs=dofs)
+    _, _, z_dof = glm.fixed_effects(big, variances, dofs=dofs)
+    np.testing.assert_allclose(z_dof, ref[3].get_fdata(), rtol=1e-6, atol=1e-9)
+    t = ref[2].get_fdata()
+    assert np.abs(t).max() > 6
+    # the t → z conversion shrinks |z| below |t|, and more so in the tail
+    assert np.all(np.abs(z_dof) <= np.abs(t) + 1e-12)
+    with pytest.raises(BadInputError, match="degrees of freedom"):
+        glm.fixed_effects(big, variances, dofs=[12, 7])
+
+
+def test_t_to_z_matches_the_tail_probability():
+    from scipy import stats
+
+    t = np.array([-40.0, -3.0, -0.5, 0.0, 0.5, 3.0, 40.0])
+    z = glm.t_to_z(t, 10)
+    np.testing.assert_allclose(stats.norm.sf(z), stats.t.sf(t, 10), rtol=1e-9)
+    assert np.all(np.isfinite(z)) and z[0] == -z[-1] and z[3] == 0
+    # a large dof gives z ≈ t
+    np.testing.assert_allclose(glm.t_to_z(t[1:-1], 1e7), t[1:-1], atol=1e-5)
+
+
+def test_combine_runs_uses_the_summed_degrees_of_freedom():
+    rng = np.random.default_rng(5)
+    tables = [pd.DataFrame({"roi": ["a", "b"], "contrast": "c", "effect": rng.normal(2, 1, 2),
+                            "psc": rng.normal(0.5, 0.1, 2), "variance": rng.uniform(0.1, 0.3, 2),
+                            "z": 0.0, "dof": float(dof)}) for dof in (30, 40)]
+    combined = glm.combine_runs(tables)
+    effects = np.stack([t["effect"] for t in tables])
+    variances = np.stack([t["variance"] for t in tables])
+    effect, variance, z = glm.fixed_effects(effects, variances, dofs=[30, 40])
+    np.testing.assert_allclose(combined["effect"], effect)
+    np.testing.assert_allclose(combined["z"], z)
+    assert (combined["dof"] == 70).all()
+    # tables of an earlier version, without dof: the normal approximation, no dof column
+    old = glm.combine_runs([t.drop(columns="dof") for t in tables])
+    np.testing.assert_allclose(old["z"], effect / np.sqrt(variance))
+    assert "dof" not in old
+
 
 def test_slice_time_reference_comes_from_metadata():
     assert glm.slice_time_reference({"StartTime": 0.75, "SliceTiming": [0, 1]}, 1.5) == (

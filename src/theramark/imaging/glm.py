@@ -235,7 +235,8 @@ def fit_contrasts(
     Returns
     -------
     dict
-        ``{name: {"effect", "variance", "z", "t"}}`` arrays of shape (n_features,).
+        ``{name: {"effect", "variance", "z", "t", "dof"}}`` arrays of shape (n_features,);
+        ``dof`` is the residual degrees of freedom of the fit (kept volumes − design rank).
     """
     from nilearn.glm.contrasts import compute_contrast
 
@@ -251,6 +252,8 @@ def fit_contrasts(
             "variance": np.ravel(contrast.effect_variance()),
             "z": np.ravel(contrast.z_score()),
             "t": np.ravel(contrast.stat()),
+            "dof": np.broadcast_to(np.asarray(contrast.dof, dtype=float),
+                                   np.ravel(contrast.effect_size()).shape).copy(),
         }
     return out
 
@@ -272,7 +275,7 @@ def roi_statistics(
     Returns
     -------
     DataFrame
-        ``roi, contrast, effect, psc, variance, z`` (one row per ROI × contrast). ``psc`` is
+        ``roi, contrast, effect, psc, variance, z, dof`` (one row per ROI × contrast). ``psc`` is
         ``100 × effect / mean signal``: the contrast in percent of the region's mean, per unit of
         the HRF-convolved regressor (for a block, the plateau response).
     """
@@ -286,25 +289,46 @@ def roi_statistics(
     frames = [
         pd.DataFrame({"roi": list(roi_names), "contrast": name, "effect": stats["effect"],
                       "psc": 100.0 * stats["effect"] / mean, "variance": stats["variance"],
-                      "z": stats["z"]})
+                      "z": stats["z"], "dof": stats["dof"]})
         for name, stats in fitted.items()
     ]
     return pd.concat(frames, ignore_index=True)
 
 
-def fixed_effects(effects: np.ndarray, variances: np.ndarray) -> tuple[np.ndarray, np.ndarray,
-                                                                        np.ndarray]:
+def t_to_z(t: np.ndarray, dof: float | np.ndarray) -> np.ndarray:
+    """z with the same tail probability as a Student t (nilearn's ``Contrast.z_score``).
+
+    Each tail is converted from its own side (``sf`` for t ≥ 0, ``cdf`` for t < 0), so far-tail
+    values keep their precision instead of rounding to ±inf through ``1 − p``.
+    """
+    from scipy import stats
+
+    t = np.asarray(t, dtype=np.float64)
+    upper = stats.norm.isf(stats.t.sf(t, dof))
+    lower = -stats.norm.isf(stats.t.cdf(t, dof))
+    return np.where(t >= 0, upper, lower)
+
+
+def fixed_effects(effects: np.ndarray, variances: np.ndarray,
+                  dofs: Sequence[float] | np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Precision-weighted fixed-effects combination over runs (axis 0).
 
     Parameters
     ----------
     effects, variances : ndarray, shape (n_runs, ...)
+    dofs : sequence of float, shape (n_runs,), optional
+        Residual degrees of freedom of each run's fit (kept volumes − design rank). The
+        combined ``effect / √variance`` is a t with ``Σ dofs`` degrees of freedom, converted to
+        z through its tail probability, as :func:`nilearn.glm.compute_fixed_effects` does. Without
+        them, z is ``effect / √variance`` itself (the large-sample normal approximation, which
+        overstates |z| in the far tail of short runs).
 
     Returns
     -------
     effect, variance, z : ndarray, shape (...)
-        ``effect = Σ(e/v) / Σ(1/v)``, ``variance = 1 / Σ(1/v)``, ``z = effect / √variance``
-        (as :func:`nilearn.glm.compute_fixed_effects` with ``precision_weighted=True``).
+        ``effect = Σ(e/v) / Σ(1/v)``, ``variance = 1 / Σ(1/v)`` (as
+        :func:`nilearn.glm.compute_fixed_effects` with ``precision_weighted=True``) and z.
     """
     effects = np.asarray(effects, dtype=np.float64)
     variances = np.asarray(variances, dtype=np.float64)
@@ -315,13 +339,23 @@ def fixed_effects(effects: np.ndarray, variances: np.ndarray) -> tuple[np.ndarra
     precision = 1.0 / variances
     variance = 1.0 / precision.sum(axis=0)
     effect = (effects * precision).sum(axis=0) * variance
-    return effect, variance, effect / np.sqrt(variance)
+    t = effect / np.sqrt(variance)
+    if dofs is None:
+        return effect, variance, t
+    dofs = np.asarray(dofs, dtype=np.float64)
+    if dofs.shape != (effects.shape[0],) or np.any(~(dofs > 0)):
+        raise BadInputError(f"fixed effects: expected one positive degrees of freedom per run "
+                            f"({effects.shape[0]}), got {dofs.tolist()}")
+    return effect, variance, t_to_z(t, dofs.sum())
 
 
 def combine_runs(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
     """Fixed-effects combination of several runs' ROI statistics (same ROIs and contrasts).
 
-    ``psc`` is combined with the same precision weights as ``effect``.
+    ``psc`` is combined with the same precision weights as ``effect``. With a ``dof`` column in
+    every table (:func:`roi_statistics` writes one) z uses the summed degrees of freedom (see
+    :func:`fixed_effects`) and the result carries the summed ``dof``; tables without it (written
+    by earlier versions) get z = effect / √variance.
     """
     keyed = [t.set_index(["roi", "contrast"]).sort_index() for t in tables]
     index = keyed[0].index
@@ -330,11 +364,21 @@ def combine_runs(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
             raise BadInputError("runs to combine have different ROIs or contrasts")
     effects = np.stack([t["effect"].to_numpy() for t in keyed])
     variances = np.stack([t["variance"].to_numpy() for t in keyed])
+    with_dof = all("dof" in t.columns for t in keyed)
+    dofs = np.stack([t["dof"].to_numpy(dtype=float) for t in keyed]) if with_dof else None
     effect, variance, z = fixed_effects(effects, variances)
+    if with_dof:
+        # row by row: each ROI × contrast has its own fit in every run
+        total = dofs.sum(axis=0)
+        z = t_to_z(z, total)
     weights = (1.0 / variances) * variance
     psc = (np.stack([t["psc"].to_numpy() for t in keyed]) * weights).sum(axis=0)
-    return pd.DataFrame({"roi": index.get_level_values(0), "contrast": index.get_level_values(1),
-                         "effect": effect, "psc": psc, "variance": variance, "z": z})
+    combined = pd.DataFrame({"roi": index.get_level_values(0),
+                             "contrast": index.get_level_values(1),
+                             "effect": effect, "psc": psc, "variance": variance, "z": z})
+    if with_dof:
+        combined["dof"] = total
+    return combined
 
 
 def task_contrasts(config_contrasts: Mapping[str, Sequence[str]], task: str) -> list[str]:

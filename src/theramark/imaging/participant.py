@@ -472,7 +472,7 @@ def _task_outputs(run, data, mask_img, raw_signals, names, nuisance, sample_mask
              "Contrasts": dict(zip(vectors, expressions, strict=True)),
              "DesignColumns": list(design.columns), "HrfModel": glm_settings["hrf_model"]}
     outputs.append(("tsv", f"{seg}_desc-glm_roistats.tsv",
-                    stats[["roi", "contrast", "effect", "psc", "z", "variance"]], extra))
+                    stats[["roi", "contrast", "effect", "psc", "z", "variance", "dof"]], extra))
     if glm_settings["maps"]:
         fitted = glm.fit_contrasts(data[kept], design_kept, vectors,
                                    noise_model=glm_settings["maps_noise_model"])
@@ -510,7 +510,7 @@ def _combine_task_runs(results: pd.DataFrame, runs: list[Run], out_dir: Path,
         seg = paths[0].name[len(first.prefix) + 1:].split("_desc-")[0]
         prefix = first.prefix.replace(f"_run-{first.run}", "")
         target = first.output_dir(out_dir) / f"{prefix}_{seg}_desc-glm_roistats.tsv"
-        write_tsv(target, combined[["roi", "contrast", "effect", "psc", "z", "variance"]])
+        write_tsv(target, combined)
         record = provenance({"combination": "precision-weighted fixed effects over runs",
                              "runs": [p.name for p in paths]},
                             inputs={p.name: p for p in paths})
