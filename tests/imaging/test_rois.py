@@ -174,6 +174,33 @@ def test_literature_names_and_sources():
     assert not table["name"].str.contains("__").any()
 
 
+def test_power264_networks_come_from_seitzman_for_the_same_rois():
+    """Checked on the files themselves: a Seitzman ROI is a Power ROI when each of its coordinates
+    lies within 1 mm of Power's whole-millimetre one (a rule other than theramark's Euclidean
+    nearest neighbour)."""
+    folder = shared_path("data/atlases/nilearn_builtin")
+    power = pd.read_csv(folder / "power_2011.csv")
+    seitzman = pd.read_csv(folder / "seitzman_2018_ROIs_300inVol_MNI_allInfo.txt", sep=" ")
+    expected = []
+    for row in power[["X", "Y", "Z"]].to_numpy(float):
+        same = seitzman[(np.abs(seitzman[["x", "y", "z"]].to_numpy() - row) <= 1).all(axis=1)]
+        assert len(same) <= 1
+        expected.append(same["netName"].iloc[0].lower() if len(same) else "unassigned")
+    assert sum(network != "unassigned" for network in expected) == 227
+    table = rois.coordinate_rois("power264")
+    assert table["network"].tolist() == expected
+    assert "Seitzman" in table["source"].iloc[0]
+
+    # and the labels are where the networks are
+    def nearest(x, y, z):
+        distance = np.linalg.norm(table[["x", "y", "z"]].to_numpy() - [x, y, z], axis=1)
+        return table["network"].iloc[int(distance.argmin())]
+
+    assert nearest(0, -53, 26) == "defaultmode"  # posterior cingulate
+    assert nearest(-38, -26, 60) == "somatomotordorsal"  # left hand motor cortex
+    assert nearest(-8, -90, 2) == "visual"  # calcarine
+
+
 def test_unknown_roiset_names_choices():
     with pytest.raises(BadInputError, match="power264"):
         rois.load_roiset("power999")

@@ -41,7 +41,8 @@ COORDINATE_SETS = ("literature", "power264", "dosenbach160", "seitzman300")
 _DEFAULT_RADIUS = {"power264": 5.0, "dosenbach160": 5.0}
 
 _SOURCES = {
-    "power264": "Power et al. 2011 Neuron 72:665 (264 ROIs)",
+    "power264": "Power et al. 2011 Neuron 72:665 (264 ROIs); networks as assigned to the same ROIs "
+                "by Seitzman et al. 2020 NeuroImage 206:116290",
     "dosenbach160": "Dosenbach et al. 2010 Science 329:1358 (160 ROIs)",
     "seitzman300": "Seitzman et al. 2020 NeuroImage 206:116290 (300 ROIs)",
 }
@@ -111,6 +112,30 @@ def literature_rois() -> pd.DataFrame:
     return table[_TABLE_COLUMNS]
 
 
+#: A Power ROI takes the network of the Seitzman ROI within this distance (mm): nilearn ships
+#: Power's coordinates rounded to whole millimetres and Seitzman's to 0.01 mm.
+_POWER_MATCH_MM = 1.0
+
+
+def _power_networks(coordinates: np.ndarray) -> list[str]:
+    """Network of each Power 2011 ROI, from the Seitzman et al. (2020) assignment of the same ROI.
+
+    nilearn ships Power's 264 coordinates without networks. Seitzman et al. kept 239 of them (at
+    unrounded coordinates) in their 300-ROI set and assigned them to networks by community
+    detection on a larger sample; 227 got a network, which they keep here. The 12 that Seitzman
+    et al. left unassigned and the 25 they dropped are ``unassigned``.
+    """
+    from nilearn.datasets import fetch_coords_seitzman_2018
+
+    seitzman = fetch_coords_seitzman_2018()
+    reference = seitzman.rois[["x", "y", "z"]].to_numpy(float)
+    distance = np.linalg.norm(coordinates[:, None, :] - reference[None, :, :], axis=2)
+    nearest = distance.argmin(axis=1)
+    networks = np.array([_slug(n) for n in seitzman.networks], dtype=object)[nearest]
+    networks[distance[np.arange(len(coordinates)), nearest] > _POWER_MATCH_MM] = "unassigned"
+    return networks.tolist()
+
+
 def coordinate_rois(name: str, radius_mm: float | None = None) -> pd.DataFrame:
     """A coordinate ROI set by name.
 
@@ -136,8 +161,9 @@ def coordinate_rois(name: str, radius_mm: float | None = None) -> pd.DataFrame:
         table = pd.DataFrame({
             "name": [f"power_{i:03d}" for i in index], "label": [f"Power ROI {i}" for i in index],
             "x": rois["x"].to_numpy(float), "y": rois["y"].to_numpy(float),
-            "z": rois["z"].to_numpy(float), "network": "unlabelled",
+            "z": rois["z"].to_numpy(float),
         })
+        table["network"] = _power_networks(table[["x", "y", "z"]].to_numpy())
     elif name == "dosenbach160":
         from nilearn.datasets import fetch_coords_dosenbach_2010
 
