@@ -27,14 +27,15 @@ def _best(func: Callable[[], object], repeat: int) -> tuple[float, object]:
 
 def bench_sliding_windows(n_subjects: int, repeat: int) -> list[dict]:
     """theramark on one thread and on its default threads, against the loop on the same data."""
-    from theramark.imaging.connectivity import _blas_threads, sliding_window_fc
+    from theramark._blas import blas_threads
+    from theramark.imaging.connectivity import sliding_window_fc
 
     rng = np.random.default_rng(0)
     data = rng.standard_normal((n_subjects, 600, 100)).cumsum(axis=1) * 0.1 + rng.standard_normal(
         (n_subjects, 600, 100)
     )
     window = 30
-    default_threads = _blas_threads()
+    default_threads = blas_threads()
     variants = {1: "theramark, 1 thread", None: f"theramark, default ({default_threads} threads)"}
 
     # Subject by subject, keeping only the largest difference: 100 subjects' windows would take

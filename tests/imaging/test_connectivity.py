@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -235,7 +236,7 @@ def test_sliding_window_threads_give_the_same_windows():
     """Windows shared among threads equal the one-thread result bit for bit, censored or not."""
     from threadpoolctl import threadpool_limits
 
-    from theramark.imaging.connectivity import _blas_threads
+    from theramark._blas import blas_threads
 
     rng = np.random.default_rng(11)
     ts = rng.standard_normal((400, 60)).cumsum(axis=0) * 0.1 + rng.standard_normal((400, 60))
@@ -248,9 +249,31 @@ def test_sliding_window_threads_give_the_same_windows():
     np.testing.assert_allclose(one, _windows_reference(ts, 40, 3), atol=1e-12, rtol=0)
     # a process limited to one BLAS thread (a joblib worker) keeps dynamic FC on one thread too
     with threadpool_limits(limits=1, user_api="blas"):
-        assert _blas_threads() == 1
+        assert blas_threads() == 1
     with pytest.raises(BadInputError, match="n_threads"):
         sliding_window_fc(ts, 40, n_threads=0)
+
+
+def _windows_in_child(ts, expected, queue):
+    queue.put(bool(np.array_equal(sliding_window_fc(ts, 30, n_threads=2), expected)))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_sliding_window_threads_work_in_a_forked_child():
+    """A child forked after the thread pool started must not wait on its parent's threads."""
+    import multiprocessing
+
+    ts = np.random.default_rng(12).standard_normal((300, 40))
+    expected = sliding_window_fc(ts, 30, n_threads=2)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_windows_in_child, args=(ts, expected, queue))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.terminate()
+        pytest.fail("sliding_window_fc hung in a forked child")
+    assert child.exitcode == 0 and queue.get(timeout=5)
 
 
 def test_sliding_window_bad_input():

@@ -16,34 +16,18 @@ the CPU with numpy so that every backend sees the same ones.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 from typing import Any
 
 import numpy as np
 
+from theramark._blas import single_threaded_blas
 from theramark.errors import BadInputError
 
 BACKENDS = ("numpy", "torch", "cupy", "auto")
 # Below this many multiply-adds a BLAS call runs faster on one thread: waking the BLAS thread pool
 # costs more than the product itself, and far more on a busy machine.
 _SINGLE_THREAD_MACS = 1 << 24
-_blas_controller: Any = None
-
-
-def _single_threaded_blas() -> Any:
-    """Context manager limiting BLAS to one thread (a no-op without threadpoolctl)."""
-    global _blas_controller
-    if _blas_controller is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            _blas_controller = ThreadpoolController()
-        except ImportError:  # threadpoolctl comes with scikit-learn; be safe without it
-            _blas_controller = False
-    if _blas_controller is False:
-        return contextlib.nullcontext()
-    return _blas_controller.limit(limits=1, user_api="blas")
 
 
 class NumpyBackend:
@@ -62,7 +46,7 @@ class NumpyBackend:
 
     def matmul(self, a: Any, b: Any) -> Any:
         if a.shape[0] * a.shape[1] * b.shape[1] < _SINGLE_THREAD_MACS:
-            with _single_threaded_blas():
+            with single_threaded_blas():
                 return a @ b
         return a @ b
 

@@ -11,6 +11,7 @@ Time is along the first axis of every time-series array: (n_volumes, n_rois).
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import linalg
 
+from theramark._blas import blas_threads
 from theramark.errors import BadInputError
 
 __all__ = [
@@ -311,26 +313,9 @@ def window_weights(window: int, taper: str = "rectangular", sigma: float = 3.0) 
     return w / w.max()
 
 
-_blas_controller = None
-
-
-def _blas_threads() -> int:
-    """Threads BLAS may use here now: 1 inside a joblib worker or a ``threadpool_limits(1)``."""
-    global _blas_controller
-    if _blas_controller is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            _blas_controller = ThreadpoolController()
-        except ImportError:  # threadpoolctl comes with scikit-learn; be safe without it
-            _blas_controller = False
-    if _blas_controller is False:
-        return 1
-    counts = [lib.num_threads for lib in _blas_controller.select(user_api="blas").lib_controllers]
-    return max(1, min(counts, default=1))
-
-
 _pools: dict[int, ThreadPoolExecutor] = {}
+# A forked child inherits the pools but not their threads: it starts its own.
+os.register_at_fork(after_in_child=_pools.clear)
 
 
 def _thread_pool(threads: int) -> ThreadPoolExecutor:
@@ -493,7 +478,7 @@ def sliding_window_fc(
 
     if n_threads is None:
         macs = n_windows * window * n_rois * n_rois
-        threads = min(_blas_threads(), max(1, macs // _MIN_MACS_PER_THREAD))
+        threads = min(blas_threads(), max(1, macs // _MIN_MACS_PER_THREAD))
     else:
         threads = int(n_threads)
     threads = min(threads, -(-n_windows // chunk))  # at least one chunk per thread
