@@ -121,13 +121,22 @@ def test_combine_runs_uses_the_summed_degrees_of_freedom():
     tables = [pd.DataFrame({"roi": ["a", "b"], "contrast": "c", "effect": rng.normal(2, 1, 2),
                             "psc": rng.normal(0.5, 0.1, 2), "variance": rng.uniform(0.1, 0.3, 2),
                             "z": 0.0, "dof": float(dof)}) for dof in (30, 40)]
+    from scipy import stats
+
     combined = glm.combine_runs(tables)
     effects = np.stack([t["effect"] for t in tables])
     variances = np.stack([t["variance"] for t in tables])
-    effect, variance, z = glm.fixed_effects(effects, variances, dofs=[30, 40])
+    # by hand: precision weights, then the t's tail probability on 30 + 40 dof read as a z
+    precision = 1.0 / variances
+    effect = (effects * precision).sum(axis=0) / precision.sum(axis=0)
+    variance = 1.0 / precision.sum(axis=0)
+    t = effect / np.sqrt(variance)
     np.testing.assert_allclose(combined["effect"], effect)
-    np.testing.assert_allclose(combined["z"], z)
+    np.testing.assert_allclose(stats.norm.sf(combined["z"]), stats.t.sf(t, 70), rtol=1e-9)
     assert (combined["dof"] == 70).all()
+    # a dof per run or per run and row gives the same fixed effects
+    np.testing.assert_allclose(glm.fixed_effects(effects, variances, dofs=[30, 40])[2],
+                               combined["z"])
     # tables of an earlier version, without dof: the normal approximation, no dof column
     old = glm.combine_runs([t.drop(columns="dof") for t in tables])
     np.testing.assert_allclose(old["z"], effect / np.sqrt(variance))

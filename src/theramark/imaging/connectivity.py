@@ -428,8 +428,9 @@ def sliding_window_fc(
         # Window means from running sums of the globally centred series. Their rounding errors
         # change r only at second order (r is exact for any centring constant up to a term in
         # the square of the centring error), so the result keeps double precision.
-        centred_sum = np.concatenate([np.zeros((1, n_rois)), np.cumsum(x - x.mean(axis=0), axis=0)])
-        means = (centred_sum[starts + window] - centred_sum[starts]) / window + x.mean(axis=0)
+        grand_mean = x.mean(axis=0)
+        centred_sum = np.concatenate([np.zeros((1, n_rois)), np.cumsum(x - grand_mean, axis=0)])
+        means = (centred_sum[starts + window] - centred_sum[starts]) / window + grand_mean
         root_weights = None
     else:
         weights = taper_w[None, :] * kept_w

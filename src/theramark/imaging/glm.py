@@ -247,13 +247,13 @@ def fit_contrasts(
     out = {}
     for name, vector in contrasts.items():
         contrast = compute_contrast(labels, results, vector, stat_type="t")
+        effect = np.ravel(contrast.effect_size())
         out[name] = {
-            "effect": np.ravel(contrast.effect_size()),
+            "effect": effect,
             "variance": np.ravel(contrast.effect_variance()),
             "z": np.ravel(contrast.z_score()),
             "t": np.ravel(contrast.stat()),
-            "dof": np.broadcast_to(np.asarray(contrast.dof, dtype=float),
-                                   np.ravel(contrast.effect_size()).shape).copy(),
+            "dof": np.full(effect.shape, float(contrast.dof)),
         }
     return out
 
@@ -317,8 +317,9 @@ def fixed_effects(effects: np.ndarray, variances: np.ndarray,
     Parameters
     ----------
     effects, variances : ndarray, shape (n_runs, ...)
-    dofs : sequence of float, shape (n_runs,), optional
-        Residual degrees of freedom of each run's fit (kept volumes − design rank). The
+    dofs : array of float, shape (n_runs,) or (n_runs, ...), optional
+        Residual degrees of freedom of each run's fit (kept volumes − design rank), one per run
+        or one per run and feature. The
         combined ``effect / √variance`` is a t with ``Σ dofs`` degrees of freedom, converted to
         z through its tail probability, as :func:`nilearn.glm.compute_fixed_effects` does. Without
         them, z is ``effect / √variance`` itself (the large-sample normal approximation, which
@@ -343,10 +344,10 @@ def fixed_effects(effects: np.ndarray, variances: np.ndarray,
     if dofs is None:
         return effect, variance, t
     dofs = np.asarray(dofs, dtype=np.float64)
-    if dofs.shape != (effects.shape[0],) or np.any(~(dofs > 0)):
-        raise BadInputError(f"fixed effects: expected one positive degrees of freedom per run "
-                            f"({effects.shape[0]}), got {dofs.tolist()}")
-    return effect, variance, t_to_z(t, dofs.sum())
+    if dofs.shape not in ((effects.shape[0],), effects.shape) or np.any(~(dofs > 0)):
+        raise BadInputError(f"fixed effects: expected positive degrees of freedom per run "
+                            f"({effects.shape[0]}), got shape {dofs.shape}: {dofs.tolist()}")
+    return effect, variance, t_to_z(t, dofs.sum(axis=0))
 
 
 def combine_runs(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
@@ -364,20 +365,17 @@ def combine_runs(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
             raise BadInputError("runs to combine have different ROIs or contrasts")
     effects = np.stack([t["effect"].to_numpy() for t in keyed])
     variances = np.stack([t["variance"].to_numpy() for t in keyed])
+    # one dof per run and row: each ROI × contrast has its own fit in every run
     with_dof = all("dof" in t.columns for t in keyed)
     dofs = np.stack([t["dof"].to_numpy(dtype=float) for t in keyed]) if with_dof else None
-    effect, variance, z = fixed_effects(effects, variances)
-    if with_dof:
-        # row by row: each ROI × contrast has its own fit in every run
-        total = dofs.sum(axis=0)
-        z = t_to_z(z, total)
+    effect, variance, z = fixed_effects(effects, variances, dofs)
     weights = (1.0 / variances) * variance
     psc = (np.stack([t["psc"].to_numpy() for t in keyed]) * weights).sum(axis=0)
     combined = pd.DataFrame({"roi": index.get_level_values(0),
                              "contrast": index.get_level_values(1),
                              "effect": effect, "psc": psc, "variance": variance, "z": z})
     if with_dof:
-        combined["dof"] = total
+        combined["dof"] = dofs.sum(axis=0)
     return combined
 
 
