@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip
 DEMO_DIR ?= theramark-demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint bench clean bids-validator
+.PHONY: demo test test-fast lint bench clean bids-validator browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,10 +32,17 @@ $(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
 
 bids-validator: .tools/node_modules/.bin/bids-validator
 
+# Headless Chromium (Debian's package) for the report-in-a-browser test. Installed only when
+# missing and make runs as root with apt-get; otherwise that test skips with the reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && (apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1) \
+	  || echo "note: chromium could not be installed; the browser test of the report will skip"; }
+
 demo: $(VENV)/.stamp-install
 	$(BIN)/theramark demo $(DEMO_DIR)
 
-test: $(VENV)/.stamp-test bids-validator
+test: $(VENV)/.stamp-test bids-validator browser
 	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.stamp-test

@@ -1,43 +1,42 @@
-"""How many threads BLAS may use, read and limited through threadpoolctl (one controller per process).
+"""The one place theramark reads and limits BLAS threads (threadpoolctl, one controller per process).
 
-threadpoolctl comes with scikit-learn; without it, BLAS is treated as single-threaded and limits
-are no-ops.
+Parallel work (joblib workers, Dask tasks, bootstrap blocks) limits BLAS here so that processes do
+not oversubscribe the cores; library code that shares work among threads asks how many BLAS may use.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 
-_controller: Any = None
+from threadpoolctl import ThreadpoolController
+
+_controller: ThreadpoolController | None = None
 
 
-def _get_controller() -> Any:
-    """The process's ``ThreadpoolController`` (built once: scanning the loaded libraries costs ~1 ms),
-    or ``False`` without threadpoolctl."""
+def _get_controller() -> ThreadpoolController:
+    """The process's controller (built once: scanning the loaded libraries costs ~1 ms)."""
     global _controller
     if _controller is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            _controller = ThreadpoolController()
-        except ImportError:
-            _controller = False
+        _controller = ThreadpoolController()
     return _controller
 
 
 def blas_threads() -> int:
-    """Threads BLAS may use now: 1 inside a joblib worker or a ``threadpool_limits(1)`` block."""
-    controller = _get_controller()
-    if controller is False:
-        return 1
-    counts = [lib.num_threads for lib in controller.select(user_api="blas").lib_controllers]
+    """Threads BLAS may use now: 1 inside a joblib worker or a ``limit_blas(1)`` block."""
+    counts = [lib.num_threads for lib in _get_controller().select(user_api="blas").lib_controllers]
     return max(1, min(counts, default=1))
+
+
+def limit_blas(threads: int = 1) -> contextlib.AbstractContextManager:
+    """Context manager limiting BLAS to ``threads`` threads inside the block."""
+    return _get_controller().limit(limits=int(threads), user_api="blas")
 
 
 def single_threaded_blas() -> contextlib.AbstractContextManager:
     """Context manager limiting BLAS to one thread."""
-    controller = _get_controller()
-    if controller is False:
-        return contextlib.nullcontext()
-    return controller.limit(limits=1, user_api="blas")
+    return limit_blas(1)
+
+
+def set_blas_threads(threads: int) -> None:
+    """Limit BLAS to ``threads`` for the rest of this process (a worker that runs one job at a time)."""
+    _get_controller().limit(limits=int(threads), user_api="blas")

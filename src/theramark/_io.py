@@ -7,12 +7,13 @@ data is written to a temporary file in the destination folder and renamed over t
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import os
 import platform
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,14 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return Path(path)
 
 
+def write_nifti(path: str | os.PathLike, img: Any) -> Path:
+    """Write a nibabel image to ``path`` (``.nii`` or ``.nii.gz``) atomically."""
+    suffix = ".nii.gz" if str(path).endswith(".nii.gz") else ".nii"
+    with atomic_path(path, suffix=suffix) as tmp:
+        img.to_filename(tmp)
+    return Path(path)
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.integer):
         return int(obj)
@@ -116,23 +125,126 @@ def write_tsv(path: str | os.PathLike, table: pd.DataFrame, index: bool = False)
 def read_tsv(path: str | os.PathLike, **kwargs: Any) -> pd.DataFrame:
     """Read a BIDS TSV (``n/a`` means missing).
 
+    Every data row must have as many fields as the header (:func:`check_row_lengths`): pandas
+    would pad a short row with missing values, and shift every column when each row ends with a
+    tab.
+
     Raises
     ------
     BadInputError
-        If the file is missing, empty or not a well-formed table; the message names the file.
+        If the file is missing, empty, has a row of another length than the header, or is not a
+        well-formed table; the message (one line) names the file.
     """
     from theramark.errors import BadInputError
 
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"{path}: file not found")
+    check_row_lengths(path, encoding=kwargs.get("encoding") or "utf-8")
     try:
         return pd.read_csv(
             path, sep="\t", na_values=["n/a", "N/A", "NaN", "nan", ""], keep_default_na=False,
             **kwargs,
         )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        reason = " ".join(str(exc).split())
+        raise BadInputError(f"{path}: not a readable tab-separated table ({reason})") from None
+
+
+class _QuotedFields(Exception):
+    """A line holds a quote: fields must be counted the way a CSV reader reads them."""
+
+
+def _plain_rows(handle: Any, block: int = 1 << 20) -> Iterator[tuple[int, int, bool]]:
+    """``(line number, number of fields, last field empty)`` of the first non-blank line and of
+    each non-blank line with another number of fields (the file is read in blocks: the common
+    case costs one ``str.count`` per line)."""
+    header: int | None = None
+    number = 0
+    while text := handle.read(block):
+        text += handle.readline()
+        if '"' in text:
+            raise _QuotedFields
+        lines = text.split("\n")
+        if lines[-1] == "":
+            lines.pop()
+        tabs = [line.count("\t") for line in lines]
+        for index, count in enumerate(tabs):
+            if count == header or (count == 0 and not lines[index].strip()):
+                continue  # pandas skips blank lines
+            if header is None:
+                header = count
+            yield number + index + 1, count + 1, lines[index].endswith("\t")
+        number += len(lines)
+
+
+def _quoted_rows(handle: Any) -> Iterator[tuple[int, int, bool]]:
+    """As :func:`_plain_rows` for every non-blank row, with quoted fields (which may hold tabs and
+    newlines) read as pandas reads them."""
+    reader = csv.reader(handle, delimiter="\t")
+    for row in reader:
+        if len(row) <= 1 and not "".join(row).strip():
+            continue
+        yield reader.line_num, len(row), row[-1] == ""
+
+
+def _mismatches(rows: Iterable[tuple[int, int, bool]], keep: int = 11):
+    """Fields of the header, the first ``keep`` rows of another length, and how many there are."""
+    header: int | None = None
+    first: list[tuple[int, int, bool]] = []
+    count = 0
+    for number, fields, trailing in rows:
+        if header is None:
+            header = fields
+        elif fields != header:
+            count += 1
+            if len(first) < keep:
+                first.append((number, fields, trailing))
+    return header, first, count
+
+
+def check_row_lengths(path: str | os.PathLike, encoding: str = "utf-8") -> None:
+    """Check that every data row of a TSV has as many fields as its header.
+
+    Blank lines are skipped and quoted fields are understood, as pandas reads them; lines end with
+    ``\\n``, ``\\r\\n`` or ``\\r``. The file is streamed (memory does not grow with its size).
+
+    Parameters
+    ----------
+    path : path-like
+        A tab-separated file whose first line is the header.
+    encoding : str
+        Its text encoding.
+
+    Raises
+    ------
+    BadInputError
+        ``"<path>: line N has K fields, the header has M"``, one line, with a hint when the row
+        ends with a tab and the count of the other rows of another length; or the file cannot be
+        decoded.
+    """
+    from theramark.errors import BadInputError
+
+    path = Path(path)
+    try:
+        try:
+            with open(path, encoding=encoding) as handle:
+                header, first, count = _mismatches(_plain_rows(handle))
+        except _QuotedFields:
+            with open(path, encoding=encoding, newline="") as handle:
+                header, first, count = _mismatches(_quoted_rows(handle))
+    except UnicodeDecodeError as exc:
         raise BadInputError(f"{path}: not a readable tab-separated table ({exc})") from None
+    if not count:
+        return
+    number, fields, trailing = first[0]
+    hint = " (a trailing tab?)" if trailing and fields == header + 1 else ""
+    more = ""
+    if count > 1:
+        listed = ", ".join(str(n) for n, _, _ in first[1:]) + (", ..." if count > len(first) else "")
+        more = f"; {count - 1} other line(s) differ from the header too: {listed}"
+    raise BadInputError(
+        f"{path}: line {number} has {fields} fields, the header has {header}{hint}{more}")
 
 
 def file_hash(path: str | os.PathLike, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:

@@ -1,16 +1,16 @@
 """The ``theramark`` command.
 
-Each stage that offers commands has a ``theramark.<stage>.commands`` module with a
-``register(subparsers)`` function; this module discovers them, parses the command line and maps
-theramark's errors to exit codes: 0 success, 1 analysis error, 2 bad input or usage. A user sees one
-clear message, never a traceback, unless ``--debug`` is given.
+Each stage that offers commands has a module with a ``register(subparsers)`` function, listed in
+:data:`_COMMAND_MODULES` (every one must import: a missing module is an error, not a command quietly
+left out). This module registers them, parses the command line and maps theramark's errors to exit
+codes: 0 success, 1 analysis error, 2 bad input or usage. A user sees one clear message, never a
+traceback, unless ``--debug`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 from collections.abc import Sequence
 
@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "theramark.study.commands",
     "theramark.scales.commands",
     "theramark.psychosocial.commands",
+    "theramark.config_commands",
 )
 
 
@@ -41,8 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in _COMMAND_MODULES:
-        if importlib.util.find_spec(module_name) is None:
-            continue
         importlib.import_module(module_name).register(subparsers)
     return parser
 

@@ -41,3 +41,23 @@ class AnalysisError(TheramarkError, RuntimeError):
     """A valid input on which the analysis could not be carried out."""
 
     exit_code = 1
+
+
+def one_line(text: object) -> str:
+    """``text`` (an exception, a message) on one line, for a table cell or a log line.
+
+    nibabel's ``OSError`` for a damaged file spans two lines: newlines and runs of spaces become
+    one space. A :class:`BadInputError` that lists its problems on lines of their own becomes
+    ``"<message>: <problem>; <problem>"``.
+
+    Examples
+    --------
+    >>> one_line(BadInputError("t.tsv: bad columns", ["a is empty", "b is text"]))
+    't.tsv: bad columns: a is empty; b is text'
+    >>> one_line(OSError("Expected 8 bytes, got 4 bytes from m.nii\\n - could the file be damaged?"))
+    'Expected 8 bytes, got 4 bytes from m.nii - could the file be damaged?'
+    """
+    if isinstance(text, BadInputError) and text.problems:
+        summary = str(text).split("\n", 1)[0]
+        return " ".join(f"{summary}: {'; '.join(text.problems)}".split())
+    return " ".join(str(text).split())

@@ -1,103 +1,124 @@
-"""The BIDS-App entry points: ``theramark run BIDS_DIR OUT_DIR {participant,group}`` and ``demo``.
+"""The BIDS-App entry points: ``theramark run BIDS_DIR OUT_DIR {participant,group}``, ``report``
+and ``demo``.
 
 The participant level runs one independent job per functional run (``theramark.imaging``). The
-group level runs the stages in the order of the data flow — QC gathering, questionnaire scoring,
-imaging group statistics, psychosocial analyses — each adding its tables to the shared
-:class:`~theramark.context.GroupContext` and its sections to the report.
+group level runs the analyses of :data:`theramark.registry.ANALYSES` in their order; each writes
+result tables and a sidecar under ``OUT_DIR/group/<analysis>/`` and hands in-memory tables on
+through the :class:`~theramark.context.GroupContext`. The report is then built from the files
+alone, which is also what ``theramark report OUT_DIR`` does.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
+import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
 from theramark import __version__
-from theramark._io import write_text
+from theramark._io import write_json, write_text
 from theramark.config import load_config, section
 from theramark.context import GroupContext
 from theramark.errors import BadInputError
-from theramark.report import Report, Section, Table, Text
+from theramark.registry import ANALYSES, resolve
+from theramark.results import AnalysisResult, write_analysis, write_skipped
 from theramark.study import load_participants
-
-GROUP_DEFAULTS = {"random_state": 0, "title": "theramark report"}
-
-
-def _group_steps() -> list[tuple[str, Callable[[GroupContext], list[Section]]]]:
-    from theramark.group.pipeline import group_step as statistics_group_step
-    from theramark.imaging.participant import imaging_group_step, qc_group_step
-    from theramark.psychosocial.pipeline import group_step as psychosocial_group_step
-    from theramark.scales import group_step as scales_group_step
-
-    return [
-        ("quality control", qc_group_step),
-        ("imaging summaries", imaging_group_step),
-        ("questionnaires", scales_group_step),
-        ("imaging group statistics", statistics_group_step),
-        ("psychosocial analyses", psychosocial_group_step),
-    ]
+from theramark.study.design import infer_design
 
 
-def study_summary(participants: pd.DataFrame, runs: pd.DataFrame | None) -> Section:
-    """Participants by group × session × site, runs found and exclusions."""
-    summary = Section("study", "Study summary", order=0)
-    lines = [f"{len(participants)} participants."]
-    if runs is not None and not runs.empty:
-        counts = runs["status"].value_counts()
-        lines.append(
-            f"{len(runs)} functional runs found: "
-            + ", ".join(f"{n} {status}" for status, n in counts.items()) + "."
-        )
-    summary.add(Text(" ".join(lines)))
-    if runs is not None and not runs.empty and "participant_id" in runs:
-        table = runs.merge(participants, on="participant_id", how="left")
-        index = [c for c in ("group", "site") if c in table.columns]
-        if index:
-            per_run = (table.drop_duplicates(["participant_id", "session"])
-                       .pivot_table(index=index, columns="session", values="participant_id",
-                                    aggfunc="count", fill_value=0))
-            summary.add(Table(per_run.reset_index(),
-                              caption="Participants scanned, by group, site and session"))
-        by_task = runs.pivot_table(index="task", columns="status", values="participant_id",
-                                   aggfunc="count", fill_value=0)
-        summary.add(Table(by_task.reset_index(), caption="Runs by task and status"))
-    else:
-        columns = [c for c in ("group", "site", "sex") if c in participants.columns]
-        if columns:
-            summary.add(Table(participants.groupby(columns).size().rename("n").reset_index(),
-                              caption="Participants"))
-    return summary
+def study_sessions(bids_dir: Path, participants: pd.DataFrame) -> list[str]:
+    """Session labels a study has: ``ses-*`` folders, phenotype ``session`` values, wide columns."""
+    from theramark.study.entities import without_ses_prefix
+    from theramark.study.participants import read_phenotype_table
+
+    found: list[str] = []
+    for subject in sorted(bids_dir.glob("sub-*")):
+        found += [p.name.removeprefix("ses-") for p in sorted(subject.glob("ses-*")) if p.is_dir()]
+    phenotype = bids_dir / "phenotype"
+    for path in sorted(phenotype.glob("*.tsv")) if phenotype.is_dir() else []:
+        with path.open(encoding="utf-8-sig") as handle:
+            header = handle.readline().rstrip("\r\n").split("\t")
+        if "session" in header:
+            table = read_phenotype_table(path)
+            found += [str(s) for s in without_ses_prefix(table["session"].dropna()).unique()]
+    found += [str(c).rsplit("_ses-", 1)[1] for c in participants.columns if "_ses-" in str(c)]
+    return list(dict.fromkeys(found))
+
+
+def has_functional_data(bids_dir: Path) -> bool:
+    """Whether the dataset has any BOLD run (raw or fMRIPrep), so imaging is expected."""
+    patterns = ("sub-*/func/*_bold.nii*", "sub-*/ses-*/func/*_bold.nii*")
+    roots = [bids_dir, bids_dir / "derivatives" / "fmriprep"]
+    return any(next(root.glob(p), None) is not None for root in roots for p in patterns)
+
+
+def group_context(bids_dir: Path, out_dir: Path, config: dict) -> GroupContext:
+    """The context of a group-level run: participants, the study design and the seed."""
+    participants = load_participants(bids_dir)
+    study = section(config, "study")
+    design = infer_design(participants, study_sessions(bids_dir, participants), study,
+                          source=(config or {}).get("_path", {}).get("path", "study.toml"))
+    return GroupContext(bids_dir=bids_dir, out_dir=out_dir, config=config,
+                        participants=participants, design=design,
+                        random_state=int(study["random_state"]))
+
+
+def run_analysis(ctx: GroupContext, name: str) -> AnalysisResult:
+    """Run one registered group-level analysis and write its results; returns them."""
+    by_name = {a.name: a for a in ANALYSES}
+    if name not in by_name:
+        raise BadInputError(f"unknown analysis {name!r}; analyses are {', '.join(by_name)}")
+    result = resolve(by_name[name].run)(ctx)
+    write_analysis(ctx.group_dir, result)
+    return result
 
 
 def run_group_level(
     bids_dir: str | Path, out_dir: str | Path, config: dict | None = None, verbose: bool = True
 ) -> Path:
-    """Run every group-level stage and write ``OUT_DIR/report.html``; returns the report path."""
+    """Run every group-level analysis of the registry, then build ``OUT_DIR/report.html``.
+
+    Each analysis writes its tables and a sidecar of the parameters it used under
+    ``OUT_DIR/group/<analysis>/``; steps that could not run are listed in
+    ``OUT_DIR/group/skipped.tsv``. The report is built from those files alone
+    (:func:`theramark.report.build_report`). Returns the report path.
+    """
+    from theramark.imaging.group import has_participant_outputs
+    from theramark.report import build_report
+
     bids_dir, out_dir = Path(bids_dir), Path(out_dir)
     config = config or {}
-    options = section(config, "group", GROUP_DEFAULTS)
-    participants = load_participants(bids_dir)
-    from theramark.imaging.participant import RUNS_TABLE
+    if not has_participant_outputs(out_dir) and has_functional_data(bids_dir):
+        from theramark.imaging.participant import RUNS_TABLE
 
-    if not (out_dir / RUNS_TABLE).is_file():
         raise BadInputError(
             f"{out_dir}: no participant-level outputs ({RUNS_TABLE} is missing); run "
             f"'theramark run {bids_dir} {out_dir} participant' first")
-    ctx = GroupContext(bids_dir=bids_dir, out_dir=out_dir, config=config,
-                       participants=participants, random_state=int(options["random_state"]))
-    report = Report(options["title"], subtitle=f"{bids_dir.resolve().name} — theramark {__version__}")
-    for name, step in _group_steps():
+    ctx = group_context(bids_dir, out_dir, config)
+    results = []
+    for analysis in ANALYSES:
         start = time.perf_counter()
         if verbose:
-            print(f"[group] {name} ...", flush=True)
-        report.add(*step(ctx))
+            print(f"[group] {analysis.title} ...", flush=True)
+        result = run_analysis(ctx, analysis.name)
+        results.append(result)
         if verbose:
-            print(f"[group] {name} done in {time.perf_counter() - start:.1f} s", flush=True)
-    report.add(study_summary(participants, ctx.results.get("runs")))
-    return report.write(out_dir / "report.html")
+            print(f"[group] {analysis.title} done in {time.perf_counter() - start:.1f} s"
+                  + (f" ({len(result.skipped)} step(s) skipped: see group/skipped.tsv)"
+                     if result.skipped else ""), flush=True)
+    write_skipped(ctx.group_dir, results)
+    write_json(ctx.group_dir / "run.json", {
+        "title": section(config, "study")["title"],
+        "dataset": bids_dir.resolve().name,
+        "software": f"theramark {__version__}",
+        "generated": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "config": str(config.get("_path", {}).get("path", "")) or None,
+        "analyses": [a.name for a in ANALYSES],
+    })
+    return build_report(out_dir)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -110,11 +131,21 @@ def _run(args: argparse.Namespace) -> int:
             participant_label=args.participant_label, config=config, n_jobs=args.n_jobs,
             scheduler=args.scheduler,
         )
+        from theramark.imaging.participant import RUNS_TABLE
+
         failed = runs[runs["status"] == "failed"]
-        print(f"{len(runs)} runs: " + ", ".join(
-            f"{n} {s}" for s, n in runs["status"].value_counts().items()))
+        counts = runs["status"].value_counts()
+        reused = int(runs["reused"].sum())
+        print(f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+              + (f" ({reused} reused from an earlier attempt with the same parameters)"
+                 if reused else ""))
         for row in failed.itertuples():
             print(f"  failed: {row.message}")
+        if len(failed):
+            # exit 1 (an analysis error) when any run failed; runs excluded by QC are a result
+            print(f"theramark: error: {len(failed)} of {len(runs)} runs failed; see "
+                  f"{Path(args.out_dir) / RUNS_TABLE}", file=sys.stderr)
+            return 1
         return 0
     report = run_group_level(args.bids_dir, args.out_dir, config)
     print(f"Report: {report.resolve()}")
@@ -127,18 +158,23 @@ def _run(args: argparse.Namespace) -> int:
 #: would, and are tested as their own family beside the exploratory whole-connectome family.
 DEMO_CONFIG = """\
 # theramark study configuration for the simulated demo study.
-# Every table is optional; see the README for the keys and their defaults.
+# Every key not written here takes its default: `theramark config show study.toml` prints them all.
 
-[longitudinal]
+[study]
+# The simulator's arms and visits (theramark.simulate.design): CBT and MBCT against a waitlist,
+# healthy controls for normalization; pre, mid (controls skip it) and post.
 reference_group = "waitlist"
 control_group = "HC"
-baseline = "pre"
-endpoint = "post"
+groups = ["CBT", "MBCT", "waitlist", "HC"]
+sessions = ["pre", "mid", "post"]
+
+[longitudinal]
 n_permutations = 5000
+link_instruments = ["hamd17", "shaps", "bdi2"]
 hypotheses = [
-  "dfc_variability|rest|dlpfc_L__precuneus",
-  "fc|rest|amygdala_L__dacc",
-  "fc|rest|amygdala_R__dacc",
+  "dfcvariability|rest|dlpfc_L__precuneus",
+  "pearsoncorrelation|rest|amygdala_L__dacc",
+  "pearsoncorrelation|rest|amygdala_R__dacc",
   "psc|mid|nacc_L:gain_anticipation-neutral_anticipation",
   "psc|mid|nacc_R:gain_anticipation-neutral_anticipation",
 ]
@@ -147,9 +183,49 @@ hypotheses = [
 primary = "hamd17"
 
 [psychosocial]
+# The simulator's psychosocial variables (theramark.simulate.phenotype) and the analyses of the
+# pathways it plants: neglect -> stress -> anhedonia moderated by sex, social support buffering
+# stress, a financial-strain threshold, and the symptom network.
+[psychosocial.variables]
+ctq_en = "ctq_sf.emotional_neglect"
+pss10 = "pss10.total"
+mspss = "mspss.total"
+ucla3 = "ucla3.total"
+neuroticism = "bfi_short.neuroticism"
+extraversion = "bfi_short.extraversion"
+financial_strain = "financial_strain.financial_strain"
+shaps = "shaps.total"
+hamd17 = "hamd17.total"
+sex = "sex"
+
+[psychosocial.mediation]
+x = "ctq_en"
+m = ["pss10"]
+y = "shaps"
+w = "sex"
+models = [4, 7, 58]
+
+[psychosocial.moderation]
+x = "pss10"
+w = "mspss"
+y = "shaps"
+
+[psychosocial.breakpoint]
+x = "financial_strain"
+y = "shaps"
+
+[psychosocial.network]
+nodes = ["ctq_en", "pss10", "mspss", "ucla3", "neuroticism", "extraversion", "financial_strain",
+         "shaps", "hamd17"]
 # EBIC's gamma: 0.5 is qgraph's default for samples of hundreds; with the demo's 40 participants
 # gamma = 0 (BIC) gives the sensitivity Epskamp & Fried (2018) recommend for small samples.
-network = { gamma = 0.0 }
+gamma = 0.0
+
+[psychosocial.ema]
+file = "ema"
+x = "social_contact"
+y = "positive_affect"
+moderator = "shaps"
 """
 
 
@@ -192,6 +268,14 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from theramark.report import build_report
+
+    report = build_report(args.out_dir)
+    print(f"Report: {report.resolve()}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser(
         "demo", help="simulate a psychotherapy study and analyse it end to end",
@@ -226,4 +310,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--scheduler", default=None,
                      help="address of a Dask distributed scheduler (tcp://HOST:PORT)")
     run.set_defaults(func=_run)
+
+    report = subparsers.add_parser(
+        "report", help="rebuild OUT_DIR/report.html from the group-level results",
+        description="Rebuild the HTML report from the result tables and sidecars under "
+        "OUT_DIR/group/ without recomputing anything (after 'theramark run ... group').",
+    )
+    report.add_argument("out_dir", type=Path, help="output folder of 'theramark run'")
+    report.set_defaults(func=_report)
 

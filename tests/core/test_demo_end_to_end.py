@@ -20,17 +20,24 @@ def test_demo_writes_every_section_and_resumes(tmp_path: Path, capsys):
     assert f"Report: {report.resolve()}" in printed
     html = report.read_text()
     titles = re.findall(r"<h2>(.*?)</h2>", html)
-    for expected in ("Study summary", "Imaging quality control", "Questionnaires and clinical outcomes",
-                     "Functional connectivity", "Task activation", "Group statistics: therapy × time",
-                     "Psychosocial pathways: mediation", "Psychosocial network"):
+    for expected in ("Summary of findings", "Study", "Imaging quality control",
+                     "Questionnaires and clinical outcomes", "Symptoms: therapy × time",
+                     "Functional connectivity", "Task activation", "Imaging: therapy × time",
+                     "Psychosocial pathways: mediation", "Psychosocial network",
+                     "Methods and software"):
         assert expected in titles, titles
+    assert titles.index("Summary of findings") == 0
+    # the report is rebuilt from the derivatives alone, identical to the run's
+    assert main(["report", str(out / "derivatives")]) == 0
+    assert report.read_text() == html
     assert (out / "study.toml").is_file()
     runs = pd.read_csv(out / "derivatives" / "participant_runs.tsv", sep="\t")
     assert len(runs) == 4 * (3 * 3 + 2) * 2 and set(runs["status"]) <= {"ok", "excluded"}
-    hypotheses = pd.read_csv(out / "derivatives" / "group" / "stats" / "hypotheses.tsv", sep="\t")
+    hypotheses = pd.read_csv(out / "derivatives" / "group" / "longitudinal" / "hypotheses.tsv",
+                             sep="\t")
     assert hypotheses["feature"].nunique() == 5
-    # a rerun reuses the simulated study and skips every finished run
+    # a rerun reuses the simulated study and every finished run, keeping each run's status
     assert main(["demo", str(out), "--n-jobs", "2"]) == 0
     assert "reusing the simulated study" in capsys.readouterr().out
     rerun = pd.read_csv(out / "derivatives" / "participant_runs.tsv", sep="\t")
-    assert (rerun["status"] == "skipped").sum() >= (runs["status"] == "ok").sum()
+    assert rerun["reused"].all() and (rerun["status"] == runs["status"]).all()

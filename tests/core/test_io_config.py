@@ -1,3 +1,5 @@
+"""theramark._io: atomic writes, TSV and JSON, hashes, provenance (config: test_config.py)."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +18,6 @@ from theramark._io import (
     write_json,
     write_tsv,
 )
-from theramark.config import load_config, section
 from theramark.errors import BadInputError
 
 
@@ -52,7 +53,7 @@ def test_read_tsv_names_the_file(tmp_path: Path):
         read_tsv(tmp_path / "missing.tsv")
     bad = tmp_path / "bad.tsv"
     bad.write_text("a\tb\n1\t2\n1\t2\t3\t4\n")
-    with pytest.raises(BadInputError, match="bad.tsv: not a readable tab-separated table"):
+    with pytest.raises(BadInputError, match="bad.tsv: line 3 has 4 fields, the header has 2"):
         read_tsv(bad)
 
 
@@ -71,28 +72,3 @@ def test_hashes_and_provenance(tmp_path: Path):
     assert record["GeneratedBy"][0]["Name"] == "theramark"
     assert record["Sources"]["bold"]["hash"].startswith("sha256:")
     assert record["ParameterHash"] == parameter_hash({"strategy": "simple"})
-
-
-def test_config_sections(tmp_path: Path):
-    path = tmp_path / "study.toml"
-    path.write_text('[denoise]\nstrategy = "compcor"\n[qc]\nrules = {max_mean_fd = 0.3}\n')
-    config = load_config(path)
-    assert section(config, "denoise", {"strategy": "simple", "fd": 0.5}) == {
-        "strategy": "compcor", "fd": 0.5}
-    merged = section(config, "qc", {"rules": {"max_mean_fd": 0.55, "min_minutes": 4}})
-    assert merged == {"rules": {"max_mean_fd": 0.3, "min_minutes": 4}}
-    assert section({}, "qc", {"a": 1}) == {"a": 1}
-    with pytest.raises(BadInputError, match=r"unknown key\(s\) strategy in \[denoise\]"):
-        section(config, "denoise", {"fd": 0.5})
-
-
-def test_config_errors(tmp_path: Path):
-    with pytest.raises(BadInputError, match="config file not found"):
-        load_config(tmp_path / "none.toml")
-    bad = tmp_path / "bad.toml"
-    bad.write_text("[denoise\n")
-    with pytest.raises(BadInputError, match="not valid TOML"):
-        load_config(bad)
-    bad.write_text("[denoize]\nx = 1\n")
-    with pytest.raises(BadInputError, match=r"unknown table\(s\) denoize"):
-        load_config(bad)

@@ -33,6 +33,10 @@ def test_report_is_self_contained_and_ordered(tmp_path: Path):
 def test_table_truncates_long_tables():
     html = Table(pd.DataFrame({"v": range(500)}), max_rows=10).to_html()
     assert "Showing 10 of 500 rows" in html
+    folded = Table(pd.DataFrame({"v": range(40)}), source="group/x/t.tsv", visible_rows=12).to_html()
+    visible, hidden = folded.split("<details>")
+    assert visible.count("<td>") == 12 and hidden.count("<td>") == 28
+    assert "show 28 more rows" in hidden and "href='group/x/t.tsv'" in visible
 
 
 def test_version_and_usage(capsys):
@@ -58,7 +62,16 @@ def test_group_level_before_participant_level_is_bad_input(tmp_path: Path, capsy
     bids.mkdir()
     pd.DataFrame({"participant_id": ["sub-01"], "group": ["CBT"]}).to_csv(
         bids / "participants.tsv", sep="\t", index=False)
-    assert main(["run", str(bids), str(tmp_path / "out"), "group"]) == 2
+    # a study without BOLD data has no participant level: the group level runs what it can
+    assert main(["run", str(bids), str(tmp_path / "out"), "group"]) == 0
+    skipped = pd.read_csv(tmp_path / "out" / "group" / "skipped.tsv", sep="\t")
+    assert "no participant-level outputs" in " ".join(skipped["reason"])
+    # with BOLD data, running the group level first is an error that says what to run
+    func = bids / "sub-01" / "func"
+    func.mkdir(parents=True)
+    (func / "sub-01_task-rest_bold.nii.gz").write_bytes(b"")
+    capsys.readouterr()
+    assert main(["run", str(bids), str(tmp_path / "out2"), "group"]) == 2
     err = capsys.readouterr().err
     assert "no participant-level outputs (participant_runs.tsv is missing)" in err
     assert "participant' first" in err

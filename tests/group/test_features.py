@@ -23,7 +23,8 @@ def _long_outputs():
         for session in ("pre", "post"):
             for run in (1, 2):
                 base = 0.1 * run + (session == "post") * 0.5 + (pid == "sub-02")
-                rows.append((pid, f"ses-{session}", "rest", run, "fc", "amygdala_L__dacc", base))
+                rows.append((pid, f"ses-{session}", "rest", run, "pearsoncorrelation",
+                             "amygdala_L__dacc", base))
                 rows.append((pid, session, "rest", run, "qc", "mean_fd", 0.1 * run))
                 rows.append((pid, session, "rest", run, "qc", "excluded",
                              float(pid == "sub-02" and session == "post" and run == 2)))
@@ -46,7 +47,7 @@ def _scores():
 
 def test_build_features_joins_and_averages_runs():
     table = build_features(_long_outputs(), _participants(), _scores())
-    fc = table[(table["measure"] == "fc")].set_index(["participant_id", "session"])
+    fc = table[(table["measure"] == "pearsoncorrelation")].set_index(["participant_id", "session"])
     # runs averaged; the excluded run (sub-02 post run 2) is dropped from the FC average
     assert fc.loc[("sub-01", "pre"), "value"] == pytest.approx(0.15)
     assert fc.loc[("sub-01", "pre"), "n_runs"] == 2
@@ -61,11 +62,11 @@ def test_build_features_joins_and_averages_runs():
 
 def test_wide_and_session_tables():
     table = build_features(_long_outputs(), _participants(), _scores())
-    wide = wide_features(table, measures=["fc", "activation"])
-    key = feature_key("fc", "rest", "amygdala_L__dacc")
+    wide = wide_features(table, measures=["pearsoncorrelation", "activation"])
+    key = feature_key("pearsoncorrelation", "rest", "amygdala_L__dacc")
     assert list(wide.columns) == [feature_key("activation", "mid", "nacc_L:gain-neutral"), key]
     assert wide.loc[("sub-02", "pre"), key] == pytest.approx(1.15)
-    assert split_feature_key(key) == ("fc", "rest", "amygdala_L__dacc")
+    assert split_feature_key(key) == ("pearsoncorrelation", "rest", "amygdala_L__dacc")
     sessions = session_table(table)
     assert sessions.loc[("sub-01", "post"), "hamd17_total"] == 10
     assert "value" not in sessions.columns
@@ -98,3 +99,21 @@ def test_bad_inputs():
         build_features(pd.concat([long, long.iloc[:1]]), _participants())
     with pytest.raises(BadInputError, match="not in participants"):
         build_features(long, _participants().iloc[:1])
+
+
+def test_runs_of_two_acquisitions_stay_apart():
+    """The reader gives a run with other entities than run- its own task (``rest_acq-b``)."""
+    long = _long_outputs()
+    other = long[long["task"] == "rest"].assign(task="rest_acq-b")
+    other.loc[other["measure"] == "pearsoncorrelation", "value"] += 10
+    table = build_features(pd.concat([long, other], ignore_index=True), _participants())
+    fc = table[table["measure"] == "pearsoncorrelation"].set_index(["participant_id", "session",
+                                                                    "task"])
+    assert fc.loc[("sub-01", "pre", "rest"), "value"] == pytest.approx(0.15)
+    assert fc.loc[("sub-01", "pre", "rest_acq-b"), "value"] == pytest.approx(10.15)
+    assert (fc["n_runs"] <= 2).all()  # two runs each, never the four of both acquisitions
+    wide = wide_features(table, measures=["pearsoncorrelation"])
+    assert list(wide.columns) == [feature_key("pearsoncorrelation", "rest", "amygdala_L__dacc"),
+                                  feature_key("pearsoncorrelation", "rest_acq-b", "amygdala_L__dacc")]
+    assert split_feature_key(wide.columns[1]) == ("pearsoncorrelation", "rest_acq-b",
+                                                  "amygdala_L__dacc")

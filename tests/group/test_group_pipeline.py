@@ -1,4 +1,8 @@
-"""The group step end to end on a synthetic study with planted, known effects."""
+"""The ``longitudinal`` analysis end to end on a synthetic study with planted, known effects.
+
+Each test runs the registered analysis, which writes its results, and draws the report section
+from the written files, as ``theramark run ... group`` does.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,24 @@ import pytest
 from theramark.context import GroupContext
 from theramark.errors import BadInputError
 from theramark.group.features import feature_key
-from theramark.group.pipeline import group_step
+from theramark.imaging.rois import load_roiset
 from theramark.report import Report, Section
-from theramark.report.sections.group import literature_coordinates
+from theramark.report.build import analysis_sections
+from theramark.results import AnalysisFiles
+from theramark.study.design import infer_design
+from theramark.workflow import run_analysis
+
+
+def group_step(ctx) -> list[Section]:
+    """Run the analysis, keep its tables in ``ctx.results["group_stats"]``, draw its section."""
+    result = run_analysis(ctx, "longitudinal")
+    files = AnalysisFiles(ctx.group_dir, "longitudinal")
+    ctx.results["group_stats"] = {
+        **{name: files.table(name) for name in files.names()},
+        "harmonization": files.summary.get("harmonization", {}),
+    }
+    assert set(ctx.results["group_stats"]) >= set(result.tables)
+    return analysis_sections(ctx.group_dir, "longitudinal")
 
 
 @pytest.fixture(autouse=True)
@@ -63,7 +82,8 @@ def synthetic_study(seed=0, n_per_arm=16, n_controls=14, cbt_effect=0.6, link=Tr
             if link and session == "post" and person["group"] != "HC":
                 values[edges.index(PLANTED[0])] += -0.04 * hamd_change
             for j, edge in enumerate(edges):
-                rows.append((person["participant_id"], session, "rest", 1, "fc", edge, values[j]))
+                rows.append((person["participant_id"], session, "rest", 1, "pearsoncorrelation",
+                             edge, values[j]))
             rows.append((person["participant_id"], session, "rest", 1, "qc", "mean_fd",
                          abs(rng.normal(0.15, 0.05))))
             rows.append((person["participant_id"], session, "rest", 1, "qc", "excluded", 0.0))
@@ -86,7 +106,7 @@ def _context(tmp_path, seed=0, config=None, **kwargs):
     return GroupContext(
         bids_dir=tmp_path / "bids", out_dir=tmp_path / "out",
         config=config or {"longitudinal": {"n_permutations": 500, "nbs_threshold": 0}},
-        participants=participants,
+        participants=participants, design=infer_design(participants, ["pre", "post"]),
         results={"participant_outputs": long, "outcomes": outcomes, "scores": scores,
                  "primary_instrument": "hamd17"},
         random_state=3,
@@ -96,16 +116,17 @@ def _context(tmp_path, seed=0, config=None, **kwargs):
 def test_group_step_finds_planted_effects(tmp_path):
     ctx = _context(tmp_path)
     sections = group_step(ctx)
-    stats_dir = ctx.group_dir / "stats"
+    stats_dir = ctx.group_dir / "longitudinal"
     for name in ("group_time", "normalization", "normalization_contrast", "links"):
-        assert (stats_dir / f"{name}.tsv").is_file() and (stats_dir / f"{name}.json").is_file()
-    assert (ctx.group_dir / "features.parquet").is_file()
-    assert (ctx.group_dir / "features.tsv").is_file()
+        assert (stats_dir / f"{name}.tsv").is_file()
+    assert (stats_dir / "longitudinal.json").is_file()
+    assert (ctx.group_dir / "features" / "features.parquet").is_file()
+    assert (ctx.group_dir / "features" / "features.tsv").is_file()
     results = ctx.results["group_stats"]
     assert results["harmonization"]["applied"]
     assert results["harmonization"]["model"] == "LongitudinalComBat"
     table = results["group_time"]
-    planted = [feature_key("fc", "rest", e) for e in PLANTED]
+    planted = [feature_key("pearsoncorrelation", "rest", e) for e in PLANTED]
     cbt = table[table["arm"] == "CBT"].set_index("feature")
     assert (cbt.loc[planted, "q_fdr"] < 0.05).all()
     assert (cbt.loc[planted, "estimate"] > 0).all()
@@ -121,14 +142,15 @@ def test_group_step_finds_planted_effects(tmp_path):
     assert (norm.loc[[(f, "CBT") for f in planted], "percent_normalized"] > 50).all()
     # the planted brain–symptom link is found with the primary outcome
     links = results["links"]
-    primary = links[links["symptom"] == "hamd17 (primary)"].set_index("feature")
+    primary = links[links["symptom"] == "hamd17"].set_index("feature")
     assert primary.loc[planted[0], "p_fwe"] < 0.05
     assert primary.loc[planted[0], "r"] < 0
-    assert "hamd17" in set(links["symptom"])
+    # the primary instrument is tested once (it used to be tested twice, as "hamd17 (primary)")
+    assert set(links["symptom"]) == {"hamd17"} and not links["feature"].duplicated().any()
     # the report renders
     assert all(isinstance(s, Section) and s.order == 40 for s in sections)
     html = Report().add(*sections).to_html()
-    assert "Group statistics" in html and "data:image/png;base64" in html
+    assert "Imaging: therapy × time" in html and "data:image/png;base64" in html
 
 
 def test_group_step_config_and_single_site(tmp_path):
@@ -147,7 +169,7 @@ def test_group_step_config_and_single_site(tmp_path):
     assert info["applied"] and info["n_fit_rows"] == 2 * 14  # controls × sessions
     assert "group_session" not in info["preserved"]  # group is constant among controls
     bad = _context(tmp_path / "bad", config={"longitudinal": {"n_perms": 10}})
-    with pytest.raises(BadInputError, match="n_perms"):
+    with pytest.raises(BadInputError, match="n_perms.*n_permutations"):
         group_step(bad)
 
 
@@ -155,6 +177,11 @@ def test_group_step_config_and_single_site(tmp_path):
 def test_group_step_nbs_component(tmp_path):
     config = {"longitudinal": {"n_permutations": 300, "nbs_threshold": 2.5}}
     ctx = _context(tmp_path, seed=2, config=config, cbt_effect=0.6)
+    # the NBS figure takes the ROI centres the imaging analysis recorded (any ROI set with them)
+    from theramark.results import AnalysisResult, write_analysis
+
+    coords = load_roiset("literature").table[["name", "x", "y", "z"]]
+    write_analysis(ctx.group_dir, AnalysisResult("imaging", tables={"roi_coordinates": coords}))
     sections = group_step(ctx)
     components = ctx.results["group_stats"]["nbs_components"]
     cbt = components[components["contrast"] == "CBT - waitlist"]
@@ -164,13 +191,12 @@ def test_group_step_nbs_component(tmp_path):
     found = {"__".join(sorted(p)) for p in zip(strongest["node_a"], strongest["node_b"],
                                                 strict=True)}
     assert set(PLANTED) <= found
-    assert set(ROIS) <= set(literature_coordinates().index)
-    assert "NBS" in Report().add(*sections).to_html()
+    html = Report().add(*sections).to_html()
+    assert "NBS CBT - waitlist, component 1" in html
 
 
 def test_group_step_reads_participant_derivatives(tmp_path):
     """The features table is built from BEP017 files through imaging.outputs (the real reader)."""
-    pytest.importorskip("theramark.imaging.outputs")
     from theramark._io import write_tsv
 
     rng = np.random.default_rng(5)
@@ -194,23 +220,26 @@ def test_group_step_reads_participant_derivatives(tmp_path):
                 "percent_censored": 0.0, "mean_dvars": 1.0, "tsnr": 50.0, "n_volumes": 200,
                 "n_volumes_kept": 200, "excluded": False, "exclusion_reason": "n/a"}]))
             written[(pid, session)] = z[0, 1]
+    (out / "participant_runs.tsv").write_text("participant_id\tsession\ttask\trun\tstatus\n")
     ctx = GroupContext(bids_dir=tmp_path, out_dir=out, participants=participants,
+                       design=infer_design(participants, ["pre", "post"]),
                        config={"longitudinal": {"n_permutations": 0, "nbs_threshold": 0}})
     group_step(ctx)
     features = ctx.results["features"]
-    edge = features[(features["measure"] == "fc") & (features["feature"] == "amygdala_L__dacc")]
+    edge = features[(features["measure"] == "pearsoncorrelation")
+                    & (features["feature"] == "amygdala_L__dacc")]
     got = edge.set_index(["participant_id", "session"])["value"]
     for key, value in written.items():
         assert got[key] == pytest.approx(value)
     table = ctx.results["group_stats"]["group_time"]
     assert len(table) == 6 and set(table["arm"]) == {"CBT"}  # 6 edges, one arm vs waitlist
-    assert (ctx.group_dir / "features.parquet").is_file()
+    assert (ctx.group_dir / "features" / "features.parquet").is_file()
 
 
 def test_confirmatory_family_is_corrected_within_itself(tmp_path):
     """A small planted effect missed by the whole-connectome family is confirmed as a hypothesis."""
-    planted = [feature_key("fc", "rest", e) for e in PLANTED]
-    hypotheses = [planted[0], planted[1], feature_key("fc", "rest", "dlpfc_R__vlpfc_L")]
+    planted = [feature_key("pearsoncorrelation", "rest", e) for e in PLANTED]
+    hypotheses = [planted[0], planted[1], feature_key("pearsoncorrelation", "rest", "dlpfc_R__vlpfc_L")]
     config = {"longitudinal": {"n_permutations": 1000, "nbs_threshold": 0,
                                "hypotheses": hypotheses}}
     ctx = _context(tmp_path, seed=4, config=config, cbt_effect=0.3, link=False)
@@ -218,7 +247,7 @@ def test_confirmatory_family_is_corrected_within_itself(tmp_path):
     results = ctx.results["group_stats"]
     family = results["hypotheses"]
     assert list(dict.fromkeys(family["feature"])) == hypotheses
-    assert (ctx.group_dir / "stats" / "hypotheses.tsv").is_file()
+    assert (ctx.group_dir / "longitudinal" / "hypotheses.tsv").is_file()
     exploratory = results["group_time"].set_index(["feature", "arm", "session"])
     confirm = family.set_index(["feature", "arm", "session"])
     endpoint = [(f, "CBT", "post") for f in hypotheses]
@@ -234,8 +263,8 @@ def test_confirmatory_family_is_corrected_within_itself(tmp_path):
 
 def test_unknown_hypothesis_is_named(tmp_path):
     config = {"longitudinal": {"n_permutations": 0, "nbs_threshold": 0,
-                               "hypotheses": ["fc|rest|amygdala_L__dac"]}}
+                               "hypotheses": ["pearsoncorrelation|rest|amygdala_L__dac"]}}
     ctx = _context(tmp_path, config=config, link=False)
-    with pytest.raises(BadInputError, match=r"'fc\|rest\|amygdala_L__dac' \(did you mean "
-                                            r"'fc\|rest\|amygdala_L__dacc'"):
+    with pytest.raises(BadInputError, match=r"'pearsoncorrelation\|rest\|amygdala_L__dac' \(did "
+                                            r"you mean 'pearsoncorrelation\|rest\|amygdala_L__dacc'"):
         group_step(ctx)

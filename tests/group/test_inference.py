@@ -549,3 +549,19 @@ def test_contrast_matrix_rejected_by_max_t():
     data, design, _ = _study(rng, n=12, p=3)
     with pytest.raises(BadInputError, match="one contrast"):
         max_t_permutation(data, design, [[0, 1], [1, 0]], n_permutations=5)
+
+
+@pytest.mark.parametrize("method", ["freedman_lane", "manly"])
+def test_observed_statistic_is_the_least_squares_engines_t(method):
+    from theramark.group._permutation_backend import NumpyBackend, PermutedOLS
+    from theramark.stats import ols
+
+    rng = np.random.default_rng(11)
+    n = 40
+    design = np.column_stack([np.ones(n), rng.normal(size=n), rng.integers(0, 2, n)])
+    data = design @ rng.normal(size=(3, 30)) + rng.normal(size=(n, 30))
+    contrast = np.array([0.0, 1.0, -0.5])
+    engine = PermutedOLS(data, design, contrast, method, NumpyBackend(), np.ones((n, 1)))
+    expected = ols(design, data).contrast(contrast)
+    assert engine.df == expected.df
+    np.testing.assert_allclose(engine.observed(), expected.t, rtol=1e-10)

@@ -74,7 +74,7 @@ def test_missing_values_and_change_scores():
         index=pd.MultiIndex.from_tuples([("s1", "pre"), ("s1", "post"), ("s2", "pre"),
                                          ("s2", "post")], names=["participant_id", "session"]),
     )
-    change = change_scores(wide, ["a", "b"])
+    change = change_scores(wide, ["a", "b"], "pre", "post")
     assert change.loc["s1", "a"] == 1.0 and np.isnan(change.loc["s2", "a"])
     assert change.loc["s2", "b"] == 0.5
     data, symptom, _ = _links_data(seed=3, n=20, n_features=4)
@@ -88,7 +88,7 @@ def test_missing_values_and_change_scores():
     with pytest.raises(BadInputError, match="too few"):
         brain_symptom_links(data.iloc[:3], symptom)
     with pytest.raises(BadInputError, match="session 'week8'"):
-        change_scores(wide, ["a"], endpoint="week8")
+        change_scores(wide, ["a"], baseline="pre", endpoint="week8")
 
 
 def test_partial_correlations_vectorized_shape():

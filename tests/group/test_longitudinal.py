@@ -117,8 +117,8 @@ def test_change_score_closed_form_equals_mixed_model_and_ols():
 
     long = _simulated_long(seed=2, missing=0.0)
     feats = long.assign(y2=lambda d: d["y"] * 0.5 + np.random.default_rng(0).normal(size=len(d)))
-    closed = group_time_effects(feats, ["y", "y2"], method="change")
-    mixed = group_time_effects(feats, ["y", "y2"], method="mixed")
+    closed = group_time_effects(feats, ["y", "y2"], method="change", reference_group="waitlist")
+    mixed = group_time_effects(feats, ["y", "y2"], method="mixed", reference_group="waitlist")
     assert set(closed["method"]) == {"change_ols"} and set(mixed["method"]) == {"mixed_reml"}
     for column in ("estimate", "se", "statistic", "p", "ci_low", "ci_high"):
         np.testing.assert_allclose(closed[column], mixed[column], rtol=1e-6, atol=1e-8)
@@ -140,8 +140,9 @@ def test_change_covariates_enter_the_change_model():
     import statsmodels.formula.api as smf
 
     long = _simulated_long(seed=3, missing=0.0)
-    closed = group_time_effects(long, ["y"], change_covariates=["age"])
-    mixed = group_time_effects(long, ["y"], change_covariates=["age"], method="mixed")
+    closed = group_time_effects(long, ["y"], change_covariates=["age"], reference_group="waitlist")
+    mixed = group_time_effects(long, ["y"], change_covariates=["age"], method="mixed",
+                               reference_group="waitlist")
     np.testing.assert_allclose(closed["estimate"], mixed["estimate"], rtol=1e-6)
     np.testing.assert_allclose(closed["se"], mixed["se"], rtol=1e-6)
     wide = long.pivot(index="participant_id", columns="session", values="y")
@@ -155,7 +156,7 @@ def test_change_covariates_enter_the_change_model():
 
 def test_missing_sessions_use_the_mixed_model():
     long = _simulated_long(seed=4, missing=0.25)
-    result = group_time_effects(long, ["y"])
+    result = group_time_effects(long, ["y"], reference_group="waitlist")
     assert set(result["method"]) == {"mixed_reml"}
     direct = fit_mixed_model(
         long.assign(group=pd.Categorical(long["group"], ["waitlist", "CBT", "MBCT"]),
@@ -234,7 +235,7 @@ def test_planted_effects_found_and_null_calibrated():
         pd.DataFrame(post, columns=features).assign(participant_id=ids, group=arms,
                                                     session="post"),
     ], ignore_index=True)
-    result = group_time_effects(table, features)
+    result = group_time_effects(table, features, reference_group="waitlist")
     cbt = result[result["arm"] == "CBT"]
     p = cbt["p"].to_numpy()
     false_positive = np.mean(p[:n_null] < 0.05)
@@ -271,7 +272,7 @@ def test_mixed_path_calibrated_under_missing_data():
     table = pd.concat(frames, ignore_index=True)
     drop = rng.random(n) < 0.2
     table.loc[(table["session"] == "post") & np.tile(drop, 2), "f0":] = np.nan
-    result = group_time_effects(table, [f"f{i}" for i in range(n_features)])
+    result = group_time_effects(table, [f"f{i}" for i in range(n_features)], reference_group="waitlist")
     assert set(result["method"]) == {"mixed_reml"}
     assert abs(np.mean(result["p"] < 0.05) - 0.05) < 0.02
 
@@ -279,7 +280,7 @@ def test_mixed_path_calibrated_under_missing_data():
 def test_bad_inputs():
     long = _simulated_long(seed=9, missing=0.0)
     with pytest.raises(BadInputError, match="not in the table"):
-        group_time_effects(long, ["nope"])
+        group_time_effects(long, ["nope"], reference_group="waitlist")
     with pytest.raises(BadInputError, match="reference group"):
         group_time_effects(long, ["y"], reference_group="control")
     with pytest.raises(BadInputError, match="random intercept"):
@@ -288,6 +289,7 @@ def test_bad_inputs():
         mixed_model(long, "y ~ nothing_here", groups="participant_id")
     doubled = pd.concat([long, long.iloc[:1]])
     with pytest.raises(BadInputError, match="more than one row"):
-        group_time_effects(doubled, ["y"])
+        group_time_effects(doubled, ["y"], reference_group="waitlist")
     with pytest.raises(BadInputError, match="closed form"):
-        group_time_effects(_simulated_long(seed=9, missing=0.3), ["y"], method="change")
+        group_time_effects(_simulated_long(seed=9, missing=0.3), ["y"], method="change",
+                           reference_group="waitlist")

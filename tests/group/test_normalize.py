@@ -10,6 +10,9 @@ from scipy import stats
 from theramark.errors import BadInputError
 from theramark.group.normalize import control_distances, normalization, normalization_contrast
 
+#: The study design these tests simulate (the functions take it; none is assumed).
+DESIGN = {"control_group": "HC", "baseline": "pre", "endpoint": "post"}
+
 
 def _study(seed=0, n=30, n_features=50, n_normalizing=10):
     """Patients start 2 SD above controls; CBT returns to the control mean on the first features."""
@@ -33,7 +36,7 @@ def _study(seed=0, n=30, n_features=50, n_normalizing=10):
 
 def test_z_scores_closed_form():
     table = _study(n=8, n_features=3)
-    z_pre, z_post, arm = control_distances(table, ["f0", "f1", "f2"])
+    z_pre, z_post, arm = control_distances(table, ["f0", "f1", "f2"], **DESIGN)
     controls = table[table["group"] == "HC"].groupby("participant_id")[["f0", "f1", "f2"]].mean()
     patient = table[(table["group"] == "CBT") & (table["session"] == "post")].iloc[0]
     expected = (patient[["f0", "f1", "f2"]].astype(float) - controls.mean()) / controls.std()
@@ -44,9 +47,9 @@ def test_z_scores_closed_form():
 def test_normalization_matches_scipy_and_finds_planted_effect():
     features = [f"f{i}" for i in range(50)]
     table = _study()
-    result = normalization(table, features)
+    result = normalization(table, features, **DESIGN)
     cbt = result[result["arm"] == "CBT"].set_index("feature")
-    z_pre, z_post, arm = control_distances(table, features)
+    z_pre, z_post, arm = control_distances(table, features, **DESIGN)
     mask = (arm == "CBT").to_numpy()
     ref = stats.ttest_rel(np.abs(z_post.to_numpy()[mask, 0]), np.abs(z_pre.to_numpy()[mask, 0]))
     assert cbt.loc["f0", "statistic"] == pytest.approx(ref.statistic)
@@ -56,11 +59,12 @@ def test_normalization_matches_scipy_and_finds_planted_effect():
     assert cbt.loc[features[10:], "percent_normalized"].abs().median() < 30
     assert (cbt.loc[features[:10], "p"] < 0.05).mean() >= 0.8
     # an arm that was not abnormal at baseline has no percent normalized
-    assert normalization(table, features[:2], min_baseline_distance=50)[
+    assert normalization(table, features[:2], min_baseline_distance=50, **DESIGN)[
         "percent_normalized"].isna().all()
     waitlist = result[result["arm"] == "waitlist"]
     assert (waitlist["p"] < 0.05).mean() < 0.15
-    contrast = normalization_contrast(table, features).set_index("feature")
+    contrast = normalization_contrast(table, features, reference_group="waitlist", **DESIGN)
+    contrast = contrast.set_index("feature")
     assert (contrast.loc[features[:10], "estimate"] < 0).all()
     assert (contrast.loc[features[:10], "p"] < 0.05).mean() >= 0.7
     assert (contrast.loc[features[10:], "p"] < 0.05).mean() < 0.15
@@ -69,11 +73,11 @@ def test_normalization_matches_scipy_and_finds_planted_effect():
 def test_bad_inputs():
     table = _study(n=4, n_features=2)
     with pytest.raises(BadInputError, match="control group"):
-        normalization(table, ["f0"], control_group="controls")
+        normalization(table, ["f0"], **{**DESIGN, "control_group": "controls"})
     with pytest.raises(BadInputError, match="session 'week8'"):
-        normalization(table, ["f0"], endpoint="week8")
+        normalization(table, ["f0"], **{**DESIGN, "endpoint": "week8"})
     with pytest.raises(BadInputError, match="not in the table"):
-        normalization(table, ["zz"])
+        normalization(table, ["zz"], **DESIGN)
     few = table[(table["group"] != "HC") | table["participant_id"].isin(["sub-001", "sub-002"])]
     with pytest.raises(BadInputError, match="fewer than 3 controls"):
-        normalization(few, ["f0"])
+        normalization(few, ["f0"], **DESIGN)

@@ -10,6 +10,8 @@ from tests.imaging.test_participant import CONFIG, COUPLED, make_study
 from theramark.context import GroupContext
 from theramark.imaging import outputs, participant
 from theramark.report import Report
+from theramark.report.build import analysis_sections
+from theramark.workflow import run_analysis
 
 #: One contrast keeps the report figures (one glass brain per contrast) few and fast.
 OUTPUT_CONFIG = {**CONFIG, "glm": {"contrasts": {"mid": ["gain_anticipation - neutral_anticipation"]}}}
@@ -29,10 +31,11 @@ def test_tidy_table_follows_the_contract(out_dir):
     table = outputs.read_participant_outputs(out)
     assert list(table.columns) == ["participant_id", "session", "task", "run", "measure",
                                    "feature", "value"]
-    assert set(table["measure"]) == {"qc", "fc", "pcorr", "dfc_variability", "activation", "psc"}
+    assert set(table["measure"]) == {"qc", "pearsoncorrelation", "partialcorrelation",
+                                     "dfcvariability", "activation", "psc"}
     assert set(table["participant_id"]) == {"sub-01", "sub-02"}
     assert set(table["session"]) == {"pre"}
-    fc = table[(table["measure"] == "fc") & (table["participant_id"] == "sub-01")]
+    fc = table[(table["measure"] == "pearsoncorrelation") & (table["participant_id"] == "sub-01")]
     n_rois = 31
     assert len(fc) == n_rois * (n_rois - 1) // 2
     edge = "__".join(sorted(COUPLED))
@@ -66,23 +69,26 @@ def test_group_steps_fill_context_and_report(out_dir):
     root, out = out_dir
     ctx = GroupContext(bids_dir=root, out_dir=out, config=OUTPUT_CONFIG,
                        participants=pd.DataFrame({"participant_id": ["sub-01", "sub-02"]}))
-    qc_sections = participant.qc_group_step(ctx)
+    run_analysis(ctx, "qc")
+    qc_sections = analysis_sections(ctx.group_dir, "qc")
     assert len(ctx.results["qc"]) == 4 and len(ctx.results["runs"]) == 4
-    assert (out / "group" / "qc.tsv").is_file()
+    assert (out / "group" / "qc" / "qc.tsv").is_file()
     assert [s.order for s in qc_sections] == [10]
-    imaging = participant.imaging_group_step(ctx)
+    run_analysis(ctx, "imaging")
+    imaging = analysis_sections(ctx.group_dir, "imaging")
     assert {s.id for s in imaging} == {"imaging-connectivity", "imaging-activation"}
-    summary = ctx.results["imaging_summary"]
-    assert np.isclose(summary["fc_mean"]["__".join(sorted(COUPLED))], summary["fc_mean"].max())
+    fc_mean = pd.read_csv(out / "group" / "imaging" / "fc_mean.tsv", sep="\t").set_index(
+        "feature")["value"]
+    assert np.isclose(fc_mean["__".join(sorted(COUPLED))], fc_mean.max())
     html = Report("t").add(*qc_sections, *imaging).to_html()
     assert html.count("<img") >= 5 and "Runs that failed" not in html
 
 
 def test_failed_runs_are_listed_in_the_report(out_dir):
-    from theramark.report.sections.imaging import qc_sections
+    from theramark.report.sections.imaging import _qc_sections
 
     runs = pd.DataFrame({"participant_id": ["sub-01", "sub-02"], "session": ["pre", "pre"],
                          "task": ["rest", "rest"], "run": [None, None], "status": ["ok", "failed"],
                          "message": ["ok", "/x/sub-02_confounds.tsv: n/a in row 31"]})
-    html = qc_sections(outputs.read_qc_table(out_dir[1]), runs)[0].to_html()
+    html = _qc_sections(outputs.read_qc_table(out_dir[1]), runs, None, {"max_mean_fd": 0.55})[0].to_html()
     assert "Runs that failed" in html and "sub-02_confounds.tsv" in html

@@ -255,19 +255,21 @@ def test_resume_skips_and_parameter_change_reruns(processed, study):
     out, _ = processed
     again = participant.run_participant_level(study, out, config=CONFIG, n_jobs=1,
                                               participant_label="01")
-    assert (again["status"] == "skipped").all()
+    assert again["reused"].all() and (again["status"] == "ok").all()  # statuses kept
     changed = participant.run_participant_level(
         study, out, config={**CONFIG, "connectivity": {"window_s": 40.0}}, n_jobs=1,
         participant_label="01")
     assert changed.set_index("task").loc["rest", "status"] == "ok"
-    assert changed.set_index("task").loc["mid", "status"] == "skipped"  # FC settings only
+    assert not changed.set_index("task").loc["rest", "reused"]
+    assert changed.set_index("task").loc["mid", "reused"]  # FC settings only
+    assert changed.set_index("task").loc["mid", "status"] == "ok"
     runs = pd.read_csv(out / "participant_runs.tsv", sep="\t")
     assert len(runs) == 6  # other participants' rows are kept
     func = out / "sub-01" / "ses-pre" / "func"
     pcorr = func / "sub-01_ses-pre_task-rest_seg-literature_meas-partialcorrelation_relmat.dense.tsv"
     assert pcorr.is_file()
     participant.run_participant_level(
-        study, out, config={**CONFIG, "connectivity": {"measures": ["correlation"]}}, n_jobs=1,
+        study, out, config={**CONFIG, "connectivity": {"measures": ["pearsoncorrelation"]}}, n_jobs=1,
         participant_label="01")
     assert not pcorr.is_file() and not pcorr.with_name(pcorr.name.split(".")[0] + ".json").exists()
 
@@ -318,7 +320,7 @@ def test_bad_inputs_fail_with_a_message_naming_the_file(study, tmp_path, problem
         expected = run.confounds.name
     else:
         settings = participant.settings_from_config(
-            {**CONFIG, "rois": {"roiset": {"table": str(tmp_path / "rois.tsv")}}})
+            {**CONFIG, "rois": {"atlas": {"table": str(tmp_path / "rois.tsv")}}})
         pd.DataFrame({"name": ["inside", "outside"], "x": [0.0, 0.0], "y": [0.0, 0.0],
                       "z": [10.0, 300.0]}).to_csv(tmp_path / "rois.tsv", sep="\t", index=False)
     row = participant.process_run(run, tmp_path / "out", settings)

@@ -8,9 +8,9 @@ import pytest
 from scipy import stats
 
 from tests.conftest import shared_path
+from theramark.config import defaults
 from theramark.errors import BadInputError
 from theramark.imaging.qc import (
-    QC_DEFAULTS,
     dvars,
     framewise_displacement,
     qc_fc,
@@ -141,7 +141,7 @@ def test_run_qc_metrics_and_rules():
     assert np.isnan(strict["tsnr"])
     assert strict["mean_dvars"] == pytest.approx(confounds["dvars"].mean())
     clean_run = run_qc(
-        path, None, None, rules={k: None for k in QC_DEFAULTS if k != "fd_threshold"}
+        path, None, None, rules={k: None for k in defaults("qc") if k != "fd_threshold"}
     )
     assert not clean_run["excluded"] and clean_run["exclusion_reason"] == ""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,26 @@ from theramark._io import read_tsv, write_tsv
 from theramark.cli import main
 from theramark.context import GroupContext
 from theramark.errors import BadInputError
-from theramark.psychosocial.pipeline import group_step
+from theramark.report.build import analysis_sections
+from theramark.report.sections.psychosocial import load_results
+from theramark.results import AnalysisFiles
+from theramark.study.design import infer_design
+from theramark.workflow import DEMO_CONFIG, group_context, run_analysis
+
+#: The demo's declared psychosocial variables and analyses (the pipeline has no defaults of its own).
+DECLARED = tomllib.loads(DEMO_CONFIG)["psychosocial"]
+
+
+def group_step(ctx):
+    """Run the psychosocial analysis, keep its results as written, draw its sections."""
+    run_analysis(ctx, "psychosocial")
+    ctx.results["psychosocial"] = load_results(AnalysisFiles(ctx.group_dir, "psychosocial"))
+    return analysis_sections(ctx.group_dir, "psychosocial")
+
+
+def _skipped(ctx) -> pd.DataFrame:
+    record = json.loads((ctx.group_dir / "psychosocial" / "psychosocial.json").read_text())
+    return pd.DataFrame(record["Skipped"]).set_index("step")
 
 
 def _study(tmp_path: Path, n: int = 240, seed: int = 0, with_ema: bool = True) -> GroupContext:
@@ -51,14 +71,15 @@ def _study(tmp_path: Path, n: int = 240, seed: int = 0, with_ema: bool = True) -
         ema = pd.DataFrame(rows, columns=["participant_id", "day", "prompt", "positive_affect",
                                           "social_contact"])
         write_tsv(bids / "phenotype" / "ema.tsv", ema)
-    config = {"psychosocial": {"n_boot": 400, "network": {"n_boot": 0}}}
+    config = {"psychosocial": {**DECLARED, "n_boot": 400,
+                               "network": {**DECLARED["network"], "n_boot": 0}}}
     ctx = GroupContext(bids_dir=bids, out_dir=tmp_path / "out", config=config,
-                       participants=participants)
+                       participants=participants, design=infer_design(participants, ["pre"]))
     ctx.results["scores"] = scores
     return ctx
 
 
-def test_group_step_runs_defaults_and_finds_planted_effects(tmp_path):
+def test_group_step_runs_declared_analyses_and_finds_planted_effects(tmp_path):
     ctx = _study(tmp_path)
     sections = group_step(ctx)
     ids = [s.id for s in sections]
@@ -67,9 +88,11 @@ def test_group_step_runs_defaults_and_finds_planted_effects(tmp_path):
     out = ctx.group_dir / "psychosocial"
     for name in ("mediation_model4", "mediation_model7", "mediation_model58", "breakpoint",
                  "moderation", "moderation_johnson_neyman", "network", "centrality", "ema",
-                 "ema_compliance", "skipped"):
+                 "ema_compliance"):
         assert (out / f"{name}.tsv").is_file(), name
-    assert json.loads((out / "psychosocial.json").read_text())["Parameters"]["n_boot"] == 400
+    parameters = json.loads((out / "psychosocial.json").read_text())["Parameters"]
+    assert parameters["psychosocial"]["n_boot"] == 400
+    assert parameters["psychosocial"]["session"] == "pre"  # the study's baseline
     results = ctx.results["psychosocial"]
     m7 = results["mediation_model7"]
     # Planted: a-path 0.9 in women (sex = 0) and 0.1 in men; b = 0.6.
@@ -95,7 +118,7 @@ def test_group_step_states_what_it_skips(tmp_path):
     ctx = _study(tmp_path, n=60, with_ema=False)
     del ctx.results["scores"]["pss10"]
     sections = group_step(ctx)
-    skipped = read_tsv(ctx.group_dir / "psychosocial" / "skipped.tsv").set_index("analysis")
+    skipped = _skipped(ctx)
     assert "pss10" in skipped.loc["mediation_model4", "reason"]
     assert "EMA" in skipped.loc["ema", "reason"]
     html = "".join(s.to_html() for s in sections)
@@ -105,12 +128,26 @@ def test_group_step_states_what_it_skips(tmp_path):
 def test_group_step_group_filter(tmp_path):
     ctx = _study(tmp_path, n=80, with_ema=False)
     ctx.participants = ctx.participants.assign(group=["CBT", "HC"] * 40)
-    ctx.config = {"psychosocial": {"n_boot": 200, "groups": ["CBT"]}}
+    ctx.config = {"psychosocial": {**DECLARED, "n_boot": 200, "groups": ["CBT"]}}
     group_step(ctx)
     assert ctx.results["psychosocial"]["mediation_model4"].attrs["n"] == 40
-    ctx.config = {"psychosocial": {"groups": ["MBCT"]}}
+    ctx.config = {"psychosocial": {**DECLARED, "groups": ["MBCT"]}}
     with pytest.raises(BadInputError, match="match no participant"):
         group_step(ctx)
+
+
+def test_nothing_declared_runs_nothing_and_says_why(tmp_path):
+    """No variable of the simulator is assumed: an undeclared analysis is skipped, with the reason."""
+    ctx = _study(tmp_path, n=30, with_ema=False)
+    ctx.config = {}
+    assert group_step(ctx) == []
+    assert "no [psychosocial] variables declared" in _skipped(ctx).loc["psychosocial analyses",
+                                                                      "reason"]
+    ctx.config = {"psychosocial": {"variables": {"stress": "pss10.total", "sex": "sex"}}}
+    group_step(ctx)
+    skipped = _skipped(ctx)
+    assert {"mediation_model4", "moderation", "breakpoint", "network", "ema"} <= set(skipped.index)
+    assert "not declared" in skipped.loc["moderation", "reason"]
 
 
 def test_group_step_rejects_unknown_config_keys(tmp_path):
@@ -192,7 +229,6 @@ def test_cli_bad_input_exit_code(table_path, capsys):
 def test_group_step_on_the_project_simulator_recovers_planted_effects(tmp_path):
     """Phenotype of ``theramark.simulate`` (no images: the 'large' preset's item tables), scored by
     the scales stage, then the psychosocial step: the planted effects of ground_truth.json."""
-    from theramark.scales.pipeline import group_step as scales_step
     from theramark.simulate import phenotype as pheno
     from theramark.simulate.design import make_participants, session_targets
     from theramark.simulate.presets import get_preset
@@ -207,9 +243,11 @@ def test_group_step_on_the_project_simulator_recovers_planted_effects(tmp_path):
     write_tsv(root / "phenotype" / "financial_strain.tsv", pheno.financial_strain_table(targets))
     write_tsv(root / "phenotype" / "ema.tsv", pheno.ema_table(truth, rng))
     participants = truth[["participant_id", "age", "sex", "site", "group"]]
-    ctx = GroupContext(bids_dir=root, out_dir=tmp_path / "out", participants=participants,
-                       config={"psychosocial": {"n_boot": 1000}})
-    scales_step(ctx)
+    write_tsv(root / "participants.tsv", participants)
+    # the demo's study.toml declares the simulator's variables; nothing is assumed without it
+    config = {"psychosocial": {**DECLARED, "n_boot": 1000}}
+    ctx = group_context(root, tmp_path / "out", config)
+    run_analysis(ctx, "scales")
     group_step(ctx)
     results = ctx.results["psychosocial"]
     assert results["skipped"] == {}

@@ -89,7 +89,7 @@ def test_time_to_response_over_sessions():
 
 
 def test_bad_scores_tables():
-    with pytest.raises(BadInputError, match="lacks column"):
+    with pytest.raises(BadInputError, match=r"column\(s\) not found: session"):
         outcomes(pd.DataFrame({"participant_id": ["a"], "total": [1]}), "phq9")
     with pytest.raises(BadInputError, match="no rows for session 'post'"):
         outcomes(scores_table([(1, 2)], sessions=("pre", "mid")), "phq9")

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from theramark.context import GroupContext
+from theramark.errors import BadInputError
 from theramark.report import Report
-from theramark.scales import group_step
+from theramark.report.build import analysis_sections
+from theramark.workflow import group_context, run_analysis
+
+
+def group_step(ctx):
+    """The scales analysis, written, and its report sections drawn from the files."""
+    run_analysis(ctx, "scales")
+    return analysis_sections(ctx.group_dir, "scales")
 
 
 def make_study(root, rng):
@@ -39,8 +47,7 @@ def test_group_step_scores_writes_and_reports(tmp_path):
     rng = np.random.default_rng(3)
     bids = tmp_path / "bids"
     make_study(bids, rng)
-    participants = pd.read_csv(bids / "participants.tsv", sep="\t")
-    ctx = GroupContext(bids_dir=bids, out_dir=tmp_path / "out", config={}, participants=participants)
+    ctx = group_context(bids, tmp_path / "out", {})
     sections = group_step(ctx)
     folder = ctx.group_dir / "scales"
     for name in ("scores_hamd17.tsv", "scores_pss10.tsv", "outcomes.tsv", "flags.tsv"):
@@ -57,7 +64,7 @@ def test_group_step_scores_writes_and_reports(tmp_path):
     assert pss["participant_id"].str.startswith("sub-").all() and pss["group"].notna().all()
     # the CBT arm was simulated with answers capped at 1 after treatment: all respond
     assert out.loc[out["group"] == "CBT", "endpoint_total"].max() <= 17
-    flags = ctx.results["scale_flags"]
+    flags = pd.read_csv(folder / "flags.tsv", sep="\t")
     assert "hamd17_3=9" in " ".join(flags["flags"])
     assert [s.order for s in sections] == [20]
     html = Report().add(*sections).to_html()
@@ -67,8 +74,9 @@ def test_group_step_scores_writes_and_reports(tmp_path):
 def test_group_step_respects_config_and_empty_study(tmp_path):
     bids = tmp_path / "bids"
     (bids / "phenotype").mkdir(parents=True)
-    ctx = GroupContext(bids_dir=bids, out_dir=tmp_path / "out", config={"scales": {"errors": "raise"}},
-                       participants=pd.DataFrame({"participant_id": ["sub-01"]}))
+    pd.DataFrame({"participant_id": ["sub-01"]}).to_csv(bids / "participants.tsv", sep="\t",
+                                                         index=False)
+    ctx = group_context(bids, tmp_path / "out", {"scales": {"errors": "raise"}})
     sections = group_step(ctx)
     assert ctx.results["scores"] == {} and ctx.results["outcomes"].empty
     assert "No questionnaire" in sections[0].to_html()
@@ -89,3 +97,30 @@ def test_report_builders_from_result_tables():
     html = sections[0].to_html()
     assert "no criterion" in html and "No missing or invalid answers" in html
     assert sections[0].order == 20
+
+
+def test_a_study_instrument_is_scored_by_the_group_level(tmp_path):
+    """A questionnaire the study defines in code/theramark/instruments/ is found and scored."""
+    import json
+
+    rng = np.random.default_rng(5)
+    bids = tmp_path / "bids"
+    make_study(bids, rng)
+    folder = bids / "code" / "theramark" / "instruments"
+    folder.mkdir(parents=True)
+    (folder / "mood5.json").write_text(json.dumps({
+        "schema_version": 1, "id": "mood5", "name": "Our mood checklist (study-specific)",
+        "source": "Study protocol.", "construct": "depression", "rater": "self",
+        "higher_is_worse": True, "n_items": 5, "values": {"min": 0, "max": 3}, "reverse": [2],
+        "total": {"rule": "sum", "max_missing": 0, "missing_source": "Protocol."}}))
+    items = pd.DataFrame({"participant_id": ["sub-01", "sub-02"], "session": "pre",
+                          **{f"mood5_{k}": [1, 2] for k in range(1, 6)}})
+    items.to_csv(bids / "phenotype" / "mood5.tsv", sep="\t", index=False)
+    ctx = group_context(bids, tmp_path / "out", {})
+    run_analysis(ctx, "scales")
+    scores = pd.read_csv(tmp_path / "out" / "group" / "scales" / "scores_mood5.tsv", sep="\t")
+    assert scores["total"].tolist() == [1 + 2 + 1 + 1 + 1, 2 + 1 + 2 + 2 + 2]  # item 2 reversed
+    # a broken definition stops the analysis with the file and key named
+    (folder / "mood5.json").write_text(json.dumps({"schema_version": 1, "id": "mood5"}))
+    with pytest.raises(BadInputError, match=r"mood5.json: (?s:.*)n_items: required key is missing"):
+        run_analysis(group_context(bids, tmp_path / "out", {}), "scales")

@@ -9,7 +9,13 @@ import pytest
 
 from tests.conftest import shared_path
 from theramark._io import read_tsv
-from theramark.scales import load_instrument, outcomes, rates_by_group, totals_from_columns
+from theramark.scales import load_instrument, outcomes, rates_by_group
+from theramark.study import session_columns_to_long
+
+
+def _totals(table: pd.DataFrame, by_session: dict[str, str]) -> pd.DataFrame:
+    """A scores table (``participant_id, session, group, total``) from one total column per session."""
+    return session_columns_to_long(table, columns={"total": by_session}, keep=["group"])
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +26,7 @@ def ds003007() -> pd.DataFrame:
 
 @pytest.mark.parametrize(("column", "instrument", "cutoff"), [("BDI", "bdi2", 13), ("MADRS", "madrs", 10)])
 def test_ds003007_response_and_remission_per_arm(ds003007, column, instrument, cutoff):
-    scores = totals_from_columns(ds003007, {"pre": f"{column}_ses-pre", "post": f"{column}_ses-post"})
+    scores = _totals(ds003007, {"pre": f"{column}_ses-pre", "post": f"{column}_ses-post"})
     out = outcomes(scores, instrument)
     rates = rates_by_group(out).set_index("group")
     # independent computation straight from the wide table
@@ -36,7 +42,7 @@ def test_ds003007_response_and_remission_per_arm(ds003007, column, instrument, c
 
 
 def test_ds003007_means_stated_in_source(ds003007):
-    scores = totals_from_columns(ds003007, {"pre": "BDI_ses-pre", "post": "BDI_ses-post"})
+    scores = _totals(ds003007, {"pre": "BDI_ses-pre", "post": "BDI_ses-post"})
     out = outcomes(scores, "bdi2").dropna(subset=["baseline_total", "endpoint_total"])
     means = out.groupby("group").agg(n=("baseline_total", "size"), pre=("baseline_total", "mean"),
                                      post=("endpoint_total", "mean"))
@@ -46,7 +52,7 @@ def test_ds003007_means_stated_in_source(ds003007):
         assert means.loc[arm, "n"] == n
         assert means.loc[arm, "pre"] == pytest.approx(pre, abs=0.05)
         assert means.loc[arm, "post"] == pytest.approx(post, abs=0.05)
-    madrs = outcomes(totals_from_columns(ds003007, {"pre": "MADRS_ses-pre", "post": "MADRS_ses-post"}),
+    madrs = outcomes(_totals(ds003007, {"pre": "MADRS_ses-pre", "post": "MADRS_ses-post"}),
                      "madrs").dropna(subset=["baseline_total", "endpoint_total"])
     cbt = madrs[madrs["group"] == "depr_cbt"]
     assert len(cbt) == 6
@@ -61,7 +67,7 @@ def test_ds003799_cesd_three_time_points():
     groups = read_tsv(shared_path("data/ds003799_running_cesd/participants.tsv"),
                       dtype={"participant_id": str})
     table = cesd.merge(groups[["participant_id", "group"]], on="participant_id")
-    scores = totals_from_columns(table, {"t1": "CES-D_1", "t2": "CES-D_2", "t3": "CES-D_3"})
+    scores = _totals(table, {"t1": "CES-D_1", "t2": "CES-D_2", "t3": "CES-D_3"})
     out = outcomes(scores, "cesd", baseline="t1", endpoint="t3", sessions=["t1", "t2", "t3"])
     assert len(out) == 48
     merged = out.merge(table, on="participant_id")
@@ -115,7 +121,7 @@ def test_ds003007_rrs_subscales_partition_the_total_and_fit_their_ranges(ds00300
 
 def test_ds003007_zung_raw_totals_and_outcomes(ds003007):
     zung = load_instrument("zung_sds")
-    scores = totals_from_columns(ds003007, {"pre": "Zung_SDS_ses-pre", "post": "Zung_SDS_ses-post"})
+    scores = _totals(ds003007, {"pre": "Zung_SDS_ses-pre", "post": "Zung_SDS_ses-post"})
     totals = scores["total"].dropna()
     assert totals.between(*zung.range).all()  # raw scores (20-80), not the 25-100 index
     out = outcomes(scores, "zung_sds").dropna(subset=["baseline_total", "endpoint_total"])

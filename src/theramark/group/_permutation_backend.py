@@ -10,6 +10,10 @@ invariant ``||R||^2`` minus ``||U' P R||^2``. Model directions that every draw l
 constant, computed once. The cost per permutation is r'*n*p multiply-adds (r' the remaining rank)
 and the Python loop runs over batches only.
 
+The model's thin SVD and the reduced model's residuals come from
+:class:`theramark.stats.Projection` (the least-squares engine's reusable projector), computed once
+per test.
+
 Backends: numpy (the reference), cupy and torch (CPU or CUDA). Permutations are always drawn on
 the CPU with numpy so that every backend sees the same ones.
 """
@@ -23,6 +27,7 @@ import numpy as np
 
 from theramark._blas import single_threaded_blas
 from theramark.errors import BadInputError
+from theramark.stats import Projection
 
 BACKENDS = ("numpy", "torch", "cupy", "auto")
 # Below this many multiply-adds a BLAS call runs faster on one thread: waking the BLAS thread pool
@@ -219,14 +224,8 @@ def get_backend(backend: str) -> NumpyBackend | CupyBackend | TorchBackend:
     return CupyBackend()
 
 
-def _orthonormal_basis(matrix: np.ndarray, rtol: float = 1e-10) -> tuple[np.ndarray, np.ndarray,
-                                                                         np.ndarray]:
-    """Thin SVD of ``matrix`` truncated to its numerical rank: (U, s, Vt)."""
-    if matrix.shape[1] == 0:
-        return (np.zeros((matrix.shape[0], 0)), np.zeros(0), np.zeros((0, 0)))
-    u, s, vt = np.linalg.svd(matrix, full_matrices=False)
-    keep = s > rtol * max(s.max(initial=0.0), 1e-300) if s.size else np.zeros(0, bool)
-    return u[:, keep], s[keep], vt[keep]
+#: Relative tolerance on singular values for the rank of the model, nuisance and invariant spaces.
+_RANK_RTOL = 1e-10
 
 
 class PermutedOLS:
@@ -257,8 +256,9 @@ class PermutedOLS:
         if precision not in ("double", "single"):
             raise BadInputError(f"precision must be 'double' or 'single', got {precision!r}")
         n_obs = data.shape[0]
-        u, s, vt = _orthonormal_basis(model)
-        rank = u.shape[1]
+        full = Projection(model, rtol=_RANK_RTOL)
+        u, s, vt = full.basis, full.singular_values, full.right
+        rank = full.rank
         self.df = n_obs - rank
         if self.df < 1:
             raise BadInputError(
@@ -282,10 +282,9 @@ class PermutedOLS:
         self.statistic = "t" if q == 1 else "F"
         # Reduced (nuisance) model: the model with the contrasts' row space removed.
         row_space = np.linalg.pinv(contrasts) @ contrasts
-        nuisance = model - model @ row_space
-        uz, _, _ = _orthonormal_basis(nuisance)
-        if method == "freedman_lane" and uz.shape[1]:
-            residuals = data - uz @ (uz.T @ data)
+        reduced = Projection(model - model @ row_space, rtol=_RANK_RTOL)
+        if method == "freedman_lane" and reduced.rank:
+            residuals = reduced.residualize(data)
         else:
             residuals = np.array(data, dtype=np.float64)
         total_ss = np.einsum("ij,ij->j", residuals, residuals)
@@ -366,7 +365,7 @@ def _split_invariant(u: np.ndarray, w: np.ndarray, invariant: np.ndarray | None)
     r = u.shape[1]
     if invariant is None or r == 0:
         return u[:, :0], u, w[:0], w
-    q, _, _ = _orthonormal_basis(invariant)
+    q = Projection(invariant, rtol=_RANK_RTOL).basis
     # Principal vectors between span(u) and span(q): cosines of 1 mark the shared directions.
     a, cosines, _ = np.linalg.svd(u.T @ q, full_matrices=True)
     n_shared = int(np.sum(cosines > 1 - 1e-9))

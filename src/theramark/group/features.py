@@ -2,13 +2,20 @@
 
 :func:`build_features` takes the long participant-level outputs
 (``theramark.imaging.outputs.read_participant_outputs``: ``participant_id, session, task, run,
-measure, feature, value``), averages runs of the same task, drops runs flagged ``excluded`` by QC,
+measure, feature, value``), averages the runs (``run-``) of the same task, drops runs flagged
+``excluded`` by QC,
 and joins the participants table (age, sex, site, group...) and the scored scales (one column per
 score: ``<instrument>_total``, ``<instrument>_<subscale>``). The result is long (one row per
 participant × session × task × measure × feature), which Parquet stores compactly; analyses pivot
 it with :func:`wide_features` (one row per participant × session, one column per feature key
 ``measure|task|feature``) and :func:`session_table` (the covariates and scores per participant ×
 session).
+
+Runs that differ by another entity than ``run-`` (two acquisitions ``acq-``, echoes, resolutions)
+are not averaged: the reader gives them the task ``rest_acq-b``
+(:func:`theramark.study.entities.task_key`), so they are separate features
+(``pearsoncorrelation|rest_acq-b|amygdala_L__dacc`` beside ``pearsoncorrelation|rest|...``). A
+study without such entities keeps plain task labels (``rest``, ``mid``).
 """
 
 from __future__ import annotations
@@ -17,11 +24,11 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from theramark._io import atomic_path, provenance, write_json, write_tsv
 from theramark.errors import BadInputError
+from theramark.registry import MEASURES as _REGISTRY
 from theramark.study.entities import with_sub_prefix, without_ses_prefix
 
 __all__ = [
@@ -35,7 +42,7 @@ __all__ = [
 ]
 
 LONG_COLUMNS = ("participant_id", "session", "task", "run", "measure", "feature", "value")
-MEASURES = ("qc", "fc", "pcorr", "dfc_variability", "activation", "psc")
+MEASURES = tuple(_REGISTRY)
 FEATURE_KEY_SEPARATOR = "|"
 # a study this small also gets a TSV copy of the features table (rows of the long table)
 TSV_MAX_ROWS = 200_000
@@ -155,7 +162,9 @@ def build_features(
     DataFrame
         Columns ``participant_id, session, task, measure, feature, value, n_runs`` followed by the
         participants' columns and one column per score. Runs of the same task are averaged
-        (``n_runs`` counts them). Rows are sorted by participant, session, measure, task, feature.
+        (``n_runs`` counts them); a ``task`` that carries other entities (``rest_acq-b``) is a task
+        of its own, never averaged with ``rest``. Rows are sorted by participant, session,
+        measure, task, feature.
 
     Raises
     ------
@@ -256,14 +265,10 @@ def write_features(features: pd.DataFrame, group_dir: str | os.PathLike,
     sidecar = provenance({
         "n_rows": len(features), "n_participants": int(features["participant_id"].nunique()),
         "measures": sorted(features["measure"].unique()) if len(features) else [],
-        "runs": "averaged within participant × session × task",
+        "runs": "averaged within participant × session × task (runs that differ by another "
+                "entity than run-, e.g. acq-, have their own task label, e.g. rest_acq-b)",
         **dict(parameters or {}),
     })
     sidecar["Columns"] = {c: str(features[c].dtype) for c in features.columns}
     written.append(write_json(group_dir / "features.json", sidecar))
     return written
-
-
-def feature_matrix_complete(wide: pd.DataFrame) -> np.ndarray:
-    """Boolean mask of the feature columns observed in every row."""
-    return wide.notna().all(axis=0).to_numpy()

@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from theramark.errors import BadInputError
+from theramark.stats import Projection
 
 __all__ = ["brain_symptom_links", "change_scores", "partial_correlations"]
 
@@ -38,11 +39,6 @@ def _design(covariates: pd.DataFrame | None, index: pd.Index) -> np.ndarray:
             blocks.extend((values.astype(str) == lev).to_numpy(float)[:, None]
                           for lev in levels[1:])
     return np.hstack(blocks)
-
-
-def _residualize(values: np.ndarray, design: np.ndarray) -> np.ndarray:
-    beta, *_ = np.linalg.lstsq(design, values, rcond=None)
-    return values - design @ beta
 
 
 def partial_correlations(
@@ -74,10 +70,10 @@ def partial_correlations(
         x = stats.rankdata(x, axis=0)
         y = stats.rankdata(y)
         covariates = stats.rankdata(covariates, axis=0) if covariates.size else covariates
-    design = np.hstack([np.ones((n, 1)), covariates])
-    rank = np.linalg.matrix_rank(design)
-    rx = _residualize(x, design)
-    ry = _residualize(y[:, None], design)[:, 0]
+    covariate_space = Projection(np.hstack([np.ones((n, 1)), covariates]))
+    rank = covariate_space.rank
+    rx = covariate_space.residualize(x)
+    ry = covariate_space.residualize(y)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = (rx * ry[:, None]).sum(axis=0) / np.sqrt((rx**2).sum(axis=0) * (ry**2).sum())
         df = n - rank - 1
@@ -189,8 +185,8 @@ def brain_symptom_links(
     })
 
 
-def change_scores(wide: pd.DataFrame, columns: Sequence[str], baseline: str = "pre",
-                  endpoint: str = "post", session_level: str = "session") -> pd.DataFrame:
+def change_scores(wide: pd.DataFrame, columns: Sequence[str], baseline: str, endpoint: str,
+                  session_level: str = "session") -> pd.DataFrame:
     """Endpoint minus baseline for ``columns`` of a (participant, session)-indexed wide table."""
     sessions = wide.index.get_level_values(session_level).astype(str)
     for label in (baseline, endpoint):

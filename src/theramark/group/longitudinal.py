@@ -38,6 +38,8 @@ from scipy import stats
 
 from theramark.errors import AnalysisError, BadInputError
 from theramark.group import _reml
+from theramark.stats import ols
+from theramark.tables import check_columns
 
 _RANDOM_TERM = re.compile(r"\+?\s*\(\s*1\s*\|\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\)")
 
@@ -178,13 +180,6 @@ def _t_table(names, estimate, se, df, confidence, label="term") -> pd.DataFrame:
     })
 
 
-def _check_columns(table: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise BadInputError(f"{what}: column(s) {missing} not in the table "
-                            f"(columns: {list(table.columns)[:30]})")
-
-
 def fit_mixed_model(
     table: pd.DataFrame, formula: str, groups: str | None = None, confidence: float = 0.95
 ) -> MixedModelResult:
@@ -223,7 +218,7 @@ def fit_mixed_model(
     import patsy
 
     fixed, groups = _split_formula(formula, groups)
-    _check_columns(table, [groups], "mixed_model")
+    check_columns(table, [groups], "mixed_model")
     table = table.reset_index(drop=True)
     try:
         y, x = patsy.dmatrices(fixed, table, return_type="dataframe", NA_action="drop")
@@ -314,18 +309,6 @@ def hedges_g(change: np.ndarray, in_arm: np.ndarray, in_ref: np.ndarray, confide
     return g, g - crit * se, g + crit * se, n1, n0
 
 
-def _ols_t(y: np.ndarray, x: np.ndarray, contrasts: np.ndarray):
-    """Vectorized OLS for y (n, F) on x (n, p): estimates, SEs, dof for contrast rows (k, p)."""
-    xtx_inv = np.linalg.pinv(x.T @ x)
-    beta = xtx_inv @ x.T @ y
-    resid = y - x @ beta
-    dof = x.shape[0] - np.linalg.matrix_rank(x)
-    sigma2 = np.einsum("nf,nf->f", resid, resid) / dof
-    est = contrasts @ beta  # (k, F)
-    var = np.einsum("kp,pq,kq->k", contrasts, xtx_inv, contrasts)[:, None] * sigma2[None]
-    return est, np.sqrt(var), dof
-
-
 def _factor(values: pd.Series, levels: Sequence[str], what: str) -> pd.Categorical:
     found = set(values.dropna().astype(str))
     unknown = found - set(levels)
@@ -342,7 +325,7 @@ def group_time_effects(
     participant: str = "participant_id",
     group: str = "group",
     session: str = "session",
-    reference_group: str = "waitlist",
+    reference_group: str,
     arms: Sequence[str] | None = None,
     sessions: Sequence[str] | None = None,
     covariates: Sequence[str] = (),
@@ -368,10 +351,10 @@ def group_time_effects(
     participant, group, session : str
         Column names.
     reference_group : str
-        The comparison arm (waitlist / no treatment).
+        The comparison arm (waitlist, treatment as usual, no treatment): the study's, no default.
     arms : sequence of str, optional
-        Arms to compare with the reference (default: every other level found, except ``HC``).
-        Participants of other groups (healthy controls) are left out of the model.
+        Arms to compare with the reference (default: every other level found). Participants of
+        groups not listed (healthy controls, say) are left out of the model.
     sessions : sequence of str, optional
         Sessions in time order (default: the order of a Categorical column, else ``pre``, ``mid``,
         ``post`` first, then sorted).
@@ -401,8 +384,8 @@ def group_time_effects(
     if method not in ("auto", "change", "mixed"):
         raise BadInputError(f"group_time_effects: method must be auto, change or mixed, got {method!r}")
     features = list(features)
-    _check_columns(table, [participant, group, session, *features, *covariates,
-                           *change_covariates], "group_time_effects")
+    check_columns(table, [participant, group, session, *features, *covariates, *change_covariates],
+                  "group_time_effects")
     if not features:
         raise BadInputError("group_time_effects: no feature columns given")
     sess_levels = _session_order(table[session], sessions)
@@ -411,7 +394,7 @@ def group_time_effects(
         raise BadInputError(f"group_time_effects: reference group '{reference_group}' not found in "
                             f"column '{group}' (levels: {groups_found})")
     if arms is None:
-        arms = [g for g in groups_found if g not in (reference_group, "HC")]
+        arms = [g for g in groups_found if g != reference_group]
     if not arms:
         raise BadInputError(f"group_time_effects: no arm to compare with '{reference_group}'")
     levels = [reference_group, *arms]
@@ -477,7 +460,7 @@ def group_time_effects(
             contrasts = np.zeros((len(arms), x.shape[1]))
             contrasts[np.arange(len(arms)), 1 + np.arange(len(arms))] = 1.0
             y = change.to_numpy(float)[rows_ok][:, complete]
-            est, se, dof = _ols_t(y, x, contrasts)
+            est, se, _, dof = ols(x, y, rank_deficient="minimum_norm").contrast(contrasts)
             names = np.asarray(features)[complete]
             for k, arm in enumerate(arms):
                 results.append(_frame(names, arm, later[0], est[k], se[k],

@@ -57,10 +57,10 @@ def control_distances(
     participant: str = "participant_id",
     group: str = "group",
     session: str = "session",
-    control_group: str = "HC",
+    control_group: str,
     control_session: str | None = None,
-    baseline: str = "pre",
-    endpoint: str = "post",
+    baseline: str,
+    endpoint: str,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
     """Signed z scores of every patient against the controls at baseline and endpoint.
 
@@ -111,10 +111,10 @@ def normalization(
     participant: str = "participant_id",
     group: str = "group",
     session: str = "session",
-    control_group: str = "HC",
+    control_group: str,
     control_session: str | None = None,
-    baseline: str = "pre",
-    endpoint: str = "post",
+    baseline: str,
+    endpoint: str,
     z_threshold: float = 1.0,
     min_baseline_distance: float = 0.2,
 ) -> pd.DataFrame:
@@ -191,14 +191,14 @@ def normalization_contrast(
     table: pd.DataFrame,
     features: Sequence[str],
     *,
-    reference_group: str = "waitlist",
+    reference_group: str,
     participant: str = "participant_id",
     group: str = "group",
     session: str = "session",
-    control_group: str = "HC",
+    control_group: str,
     control_session: str | None = None,
-    baseline: str = "pre",
-    endpoint: str = "post",
+    baseline: str,
+    endpoint: str,
 ) -> pd.DataFrame:
     """Does an arm move closer to the controls than the reference arm does?
 

@@ -1,13 +1,14 @@
-"""The group-statistics stage: features table → ComBat → group × time models → normalization → links.
+"""The ``longitudinal`` analysis: features table → ComBat → therapy × time models → links → NBS.
 
-:func:`group_step` is what ``theramark run ... group`` calls after the scales stage (see
-docs/contracts.md, "Group step API"). Settings come from the ``[harmonize]`` and ``[longitudinal]``
-tables of ``study.toml`` (defaults in :data:`HARMONIZE_DEFAULTS`, :data:`LONGITUDINAL_DEFAULTS`).
-
-Outputs (``OUT_DIR/group/``): ``features.parquet`` (+ ``features.tsv`` for small studies),
-``stats/group_time.tsv`` (every feature × arm: estimate, 95% CI, p, FDR q, max-T FWE p, Hedges' g),
-``stats/normalization.tsv``, ``stats/normalization_contrast.tsv``, ``stats/links.tsv``,
-``stats/nbs_components.tsv`` and ``stats/nbs_edges.tsv``, each with a JSON sidecar.
+Settings come from ``[harmonize]``, ``[longitudinal]`` and the study design (``[study]``: arms,
+sessions, baseline, endpoint, reference arm, controls; inferred from the dataset when not
+declared). Returns an :class:`~theramark.results.AnalysisResult` whose tables are written under
+``OUT/group/longitudinal/``: ``group_time`` (every feature × arm: estimate, 95% CI, p, FDR q,
+max-T FWE p, Hedges' g), ``hypotheses`` (the confirmatory family), ``emmeans``,
+``normalization``, ``normalization_contrast``, ``links``, ``nbs_components``, ``nbs_edges``, and
+the data the report plots (``trajectories``: the values of the features with the smallest p;
+``link_points``: feature and symptom change of the strongest links). The features table is
+written to ``OUT/group/features/``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from theramark._io import provenance, write_json, write_tsv
-from theramark.config import section
 from theramark.errors import AnalysisError, BadInputError
 from theramark.group.features import (
     build_features,
@@ -27,59 +26,21 @@ from theramark.group.features import (
     wide_features,
     write_features,
 )
-
-HARMONIZE_DEFAULTS: dict[str, Any] = {
-    "enabled": True,
-    "site_column": "site",
-    "parametric": True,
-    "empirical_bayes": True,
-    "ref_site": "",
-    # which rows estimate the site effects: "all", "controls" or "baseline"
-    "fit_on": "all",
-    # random intercept per participant (longComBat) when participants have several sessions
-    "longitudinal": True,
-    "preserve": ["group", "session", "age", "sex"],
-}
-
-LONGITUDINAL_DEFAULTS: dict[str, Any] = {
-    "measures": ["fc", "pcorr", "dfc_variability", "activation", "psc"],
-    "reference_group": "waitlist",
-    "control_group": "HC",
-    "baseline": "pre",
-    "endpoint": "post",
-    "covariates": [],
-    "change_covariates": [],
-    "method": "auto",
-    "n_permutations": 5000,
-    "alpha": 0.05,
-    "link_covariates": [],
-    "link_instruments": ["hamd17", "shaps", "bdi2"],
-    "link_method": "pearson",
-    # NBS on FC change (arm vs reference); 0 turns it off
-    # Confirmatory family: feature keys ``measure|task|feature`` stated before looking at the data
-    # (e.g. "fc|rest|amygdala_L__dacc"). They get their own FDR and max-T FWE, computed within
-    # the family only; every feature is still tested in the exploratory family.
-    "hypotheses": [],
-    "nbs_threshold": 3.0,
-    "nbs_measure": "fc",
-}
+from theramark.results import AnalysisResult
 
 
 def _read_outputs(ctx) -> pd.DataFrame:
+    from theramark.imaging.outputs import read_participant_outputs
+
     if isinstance(ctx.results.get("participant_outputs"), pd.DataFrame):
         return ctx.results["participant_outputs"]
-    try:
-        from theramark.imaging.outputs import read_participant_outputs
-    except ImportError as exc:  # the imaging stage is not installed in this build
-        raise AnalysisError(f"cannot read participant-level outputs: {exc}") from None
     return read_participant_outputs(ctx.out_dir)
 
 
 def _harmonize(wide: pd.DataFrame, sessions: pd.DataFrame, cfg: dict, baseline: str,
-               control_group: str) -> tuple[pd.DataFrame, dict]:
+               control_group: str, site_column: str) -> tuple[pd.DataFrame, dict]:
     from theramark.group.harmonize import ComBat, LongitudinalComBat
 
-    site_column = cfg["site_column"]
     info: dict[str, Any] = {"applied": False}
     if not cfg["enabled"] or site_column not in sessions or wide.shape[1] == 0:
         info["reason"] = "disabled or no site column"
@@ -148,7 +109,8 @@ def _family_corrections(result: pd.DataFrame, model_table: pd.DataFrame, feature
     result["measure"] = [split_feature_key(f)[0] for f in result["feature"]]
     result["q_fdr"] = np.nan
     result["p_fwe"] = np.nan
-    for _, index in result.groupby(list(fdr_families)).groups.items():
+    by = list(fdr_families) if len(fdr_families) > 1 else fdr_families[0]
+    for _, index in result.groupby(by).groups.items():
         result.loc[index, "q_fdr"] = fdr_bh(result.loc[index, "p"].to_numpy())
     if not cfg["n_permutations"]:
         return result
@@ -261,27 +223,58 @@ def _edge_matrices(change: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, l
     return mats, nodes
 
 
-def group_step(ctx) -> list:
-    """Run the group statistics of a study and return its report sections.
+def _trajectories(model_table: pd.DataFrame, group_time: pd.DataFrame, alpha: float,
+                  n_features: int = 4) -> pd.DataFrame:
+    """Long values of the features the report plots: FDR-significant first, else the smallest p."""
+    significant = group_time[group_time["q_fdr"] < alpha].sort_values("p")
+    label = "significant (FDR)"
+    if significant.empty:
+        significant, label = group_time.sort_values("p"), "strongest (none significant)"
+    chosen = list(significant["feature"].drop_duplicates().head(n_features))
+    long = model_table.melt(id_vars=["participant_id", "session", "group"], value_vars=chosen,
+                            var_name="feature", value_name="value")
+    long["rank"] = long["feature"].map({f: i + 1 for i, f in enumerate(chosen)})
+    long["selection"] = label
+    return long.dropna(subset=["value"]).sort_values(["rank", "participant_id"], kind="stable")
+
+
+def run(ctx) -> AnalysisResult:
+    """The imaging group statistics of a study (see the module docstring).
 
     Reads the participant-level outputs of ``ctx.out_dir``, the participants table and the scored
-    scales (``ctx.results["scores"]``, ``ctx.results["outcomes"]``); writes the features table
-    and ``group/stats/*.tsv``; stores the tables in ``ctx.results["group_stats"]`` (and the
-    features table in ``ctx.results["features"]``).
+    scales (``ctx.results["scores"]``); hands the features table on in ``ctx.results["features"]``.
     """
     from theramark.group.inference import nbs
-    from theramark.group.links import brain_symptom_links, change_scores
+    from theramark.group.links import change_scores
     from theramark.group.longitudinal import group_time_effects
     from theramark.group.normalize import normalization, normalization_contrast
-    from theramark.report.sections.group import build_sections
+    from theramark.imaging.group import check_not_all_failed, has_participant_outputs
 
-    harmonize_cfg = section(ctx.config, "harmonize", HARMONIZE_DEFAULTS)
-    cfg = section(ctx.config, "longitudinal", LONGITUDINAL_DEFAULTS)
-    stats_dir = ctx.group_dir / "stats"
-    results: dict[str, Any] = {"config": cfg}
+    design = ctx.design
+    harmonize_cfg = ctx.settings("harmonize")
+    study = ctx.settings("study")
+    settings = ctx.settings("longitudinal")
+    cfg = {**settings, "baseline": design.baseline, "endpoint": design.endpoint,
+           "reference_group": design.reference_group, "control_group": design.control_group}
+    result = AnalysisResult("longitudinal")
+    result.parameters = {"longitudinal": settings, "harmonize": harmonize_cfg,
+                         "design": design.to_dict(), "random_state": ctx.random_state,
+                         "rois": ctx.settings("rois")}
+    if "participant_outputs" not in ctx.results and not has_participant_outputs(ctx.out_dir):
+        result.skip("imaging group statistics", "no participant-level outputs: the study has no "
+                                                "imaging")
+        return result
 
+    check_not_all_failed(ctx.out_dir)
     features = build_features(_read_outputs(ctx), ctx.participants, ctx.results.get("scores"))
-    write_features(features, ctx.group_dir)
+    if features.empty:
+        runs = ctx.results.get("runs")
+        failed = int((runs["status"] == "failed").sum()) if isinstance(runs, pd.DataFrame) else 0
+        raise AnalysisError(
+            f"group statistics: no usable participant-level outputs in {ctx.out_dir}"
+            + (f" ({failed} run(s) failed" if failed else " (")
+            + f"; see {ctx.out_dir / 'participant_runs.tsv'})")
+    write_features(features, ctx.group_dir / "features")
     ctx.results["features"] = features
     wide = wide_features(features, measures=cfg["measures"])
     sessions = session_table(features)
@@ -293,126 +286,154 @@ def group_step(ctx) -> list:
         raise BadInputError("participants.tsv: no 'group' column; the group × time models "
                             "need the arm of every participant")
 
-    wide, results["harmonization"] = _harmonize(wide, sessions, harmonize_cfg, cfg["baseline"],
-                                                cfg["control_group"])
+    wide, harmonization = _harmonize(wide, sessions, harmonize_cfg, cfg["baseline"],
+                                     cfg["control_group"], study["site_column"])
+    result.summary["harmonization"] = harmonization
+    if not harmonization["applied"]:
+        result.skip("harmonization", harmonization.get("reason", "not applied"))
     keys = list(wide.columns)
     model_table = wide.join(sessions).reset_index()
-    results["wide"] = model_table
-    results["features_keys"] = keys
+    result.summary["n_features"] = len(keys)
 
-    # group × time models for every feature
     found_sessions = set(model_table["session"].astype(str))
-    middle = sorted(found_sessions - {cfg["baseline"], cfg["endpoint"]})
-    session_order = [s for s in (cfg["baseline"], *middle, cfg["endpoint"]) if s in found_sessions]
-    arms = sorted(set(model_table["group"].dropna().astype(str))
-                  - {cfg["reference_group"], cfg["control_group"]})
+    session_order = [s for s in design.sessions if s in found_sessions]
+    session_order += sorted(found_sessions - set(session_order))
+    if not design.reference_group:
+        result.skip("therapy × time", "no reference arm: declare [study] reference_group (groups "
+                                      f"are {', '.join(design.groups) or 'none'})")
+        return result
+    if len(session_order) < 2:
+        result.skip("therapy × time", f"imaging at {len(session_order)} session(s): needs two")
+        return result
+    arms = [a for a in design.arms if a in set(model_table["group"].dropna().astype(str))]
+    if not arms:
+        result.skip("therapy × time", "no therapy arm besides the reference arm has imaging")
+        return result
     group_time = group_time_effects(
-        model_table, keys, reference_group=cfg["reference_group"], arms=arms or None,
+        model_table, keys, reference_group=cfg["reference_group"], arms=arms,
         covariates=cfg["covariates"], change_covariates=cfg["change_covariates"],
         method=cfg["method"], sessions=session_order, skip_inestimable=True,
     )
     group_time = _family_corrections(group_time, model_table, keys, cfg, ctx.random_state)
-    results["group_time"] = group_time
+    result.add("group_time", group_time)
     if cfg["hypotheses"]:
-        results["hypotheses"] = confirmatory_family(group_time, model_table, keys, cfg,
-                                                    ctx.random_state)
-    emmeans = _marginal_means(model_table, group_time, cfg, session_order)
-    if emmeans is not None:
-        results["emmeans"] = emmeans
+        result.add("hypotheses", confirmatory_family(group_time, model_table, keys, cfg,
+                                                     ctx.random_state))
+    result.add("emmeans", _marginal_means(model_table, group_time, cfg, session_order))
+    result.add("trajectories", _trajectories(model_table, group_time, cfg["alpha"]))
 
     groups = set(model_table["group"].astype(str))
-    controls = model_table[model_table["group"].astype(str) == cfg["control_group"]]
-    per_control = controls.groupby("participant_id")[keys].mean()
-    # features with a control reference (>= 3 controls, non-zero SD)
-    norm_keys = [k for k in keys
-                 if per_control[k].notna().sum() >= 3 and per_control[k].std() > 0]
-    found_sessions_all = set(model_table["session"].astype(str))
-    if norm_keys and {cfg["baseline"], cfg["endpoint"]} <= found_sessions_all:
-        results["normalization"] = normalization(
-            model_table, norm_keys, control_group=cfg["control_group"], baseline=cfg["baseline"],
-            endpoint=cfg["endpoint"])
-        if cfg["reference_group"] in groups:
-            results["normalization_contrast"] = normalization_contrast(
+    baseline_endpoint = {cfg["baseline"], cfg["endpoint"]} <= found_sessions
+    if not cfg["control_group"]:
+        result.skip("normalization", "no healthy-control group: declare [study] control_group")
+    elif cfg["control_group"] not in groups:
+        result.skip("normalization", f"the control group '{cfg['control_group']}' has no imaging")
+    else:
+        controls = model_table[model_table["group"].astype(str) == cfg["control_group"]]
+        per_control = controls.groupby("participant_id")[keys].mean()
+        # features with a control reference (>= 3 controls, non-zero SD)
+        norm_keys = [k for k in keys
+                     if per_control[k].notna().sum() >= 3 and per_control[k].std() > 0]
+        if not norm_keys or not baseline_endpoint:
+            result.skip("normalization", "fewer than 3 controls with a feature, or no imaging at "
+                                         "baseline and endpoint")
+        else:
+            result.add("normalization", normalization(
+                model_table, norm_keys, control_group=cfg["control_group"],
+                baseline=cfg["baseline"], endpoint=cfg["endpoint"]))
+            result.add("normalization_contrast", normalization_contrast(
                 model_table, norm_keys, reference_group=cfg["reference_group"],
                 control_group=cfg["control_group"], baseline=cfg["baseline"],
-                endpoint=cfg["endpoint"])
+                endpoint=cfg["endpoint"]))
 
     # brain–symptom links (patients only)
     wide_indexed = model_table.set_index(["participant_id", "session"])
     patients = wide_indexed[wide_indexed["group"].astype(str) != cfg["control_group"]]
     patient_sessions = set(patients.index.get_level_values("session").astype(str))
     if not {cfg["baseline"], cfg["endpoint"]} <= patient_sessions:
-        ctx.results["group_stats"] = results
-        _write_tables(results, stats_dir, harmonize_cfg, cfg, ctx.random_state)
-        return build_sections(results)
+        result.skip("brain–symptom links", "patients lack imaging at baseline or endpoint")
+        result.skip("network-based statistic", "patients lack imaging at baseline or endpoint")
+        return result
     feature_change = change_scores(patients, keys, cfg["baseline"], cfg["endpoint"])
-    symptoms: dict[str, pd.Series] = {}
-    outcomes = ctx.results.get("outcomes")
-    if isinstance(outcomes, pd.DataFrame) and {"participant_id", "change"} <= set(outcomes):
-        label = ctx.results.get("primary_instrument", "primary outcome")
-        symptoms[f"{label} (primary)"] = outcomes.set_index(
-            outcomes["participant_id"].astype(str))["change"].astype(float)
-    for instrument in cfg["link_instruments"]:
-        column = f"{instrument}_total"
-        if column in patients:
-            change = change_scores(patients, [column], cfg["baseline"], cfg["endpoint"])[column]
-            if change.notna().sum() >= 5:
-                symptoms[instrument] = change
-    link_tables = []
+    _links(result, ctx, cfg, patients, feature_change)
+    _nbs(result, cfg, patients, feature_change, keys, ctx.random_state, nbs)
+    return result
+
+
+def _links(result: AnalysisResult, ctx, cfg: dict, patients: pd.DataFrame,
+           feature_change: pd.DataFrame) -> None:
+    """Correlate feature change with the change of each link instrument's total."""
+    from theramark.group.links import brain_symptom_links, change_scores
+
+    primary = ctx.results.get("primary_instrument")
+    instruments = list(dict.fromkeys(cfg["link_instruments"] or ([primary] if primary else [])))
+    if not instruments:
+        result.skip("brain–symptom links", "no primary instrument and no [longitudinal] "
+                                           "link_instruments")
+        return
     covariate_table = None
     if cfg["link_covariates"]:
         covariate_table = patients.reset_index().drop_duplicates("participant_id").set_index(
             "participant_id")[cfg["link_covariates"]]
-    for name, change in symptoms.items():
+    tables, symptoms = [], {}
+    for instrument in instruments:
+        column = f"{instrument}_total"
+        if column not in patients:
+            result.skip(f"brain–symptom links of {instrument}",
+                        f"{instrument} was not scored at the imaging sessions")
+            continue
+        change = change_scores(patients, [column], cfg["baseline"], cfg["endpoint"])[column]
         try:
             table = brain_symptom_links(feature_change, change, covariate_table,
                                         method=cfg["link_method"],
                                         n_permutations=cfg["n_permutations"],
                                         random_state=ctx.random_state)
-        except BadInputError:
-            continue  # too few participants with this symptom change
-        link_tables.append(table.assign(symptom=name))
-    if link_tables:
-        results["links"] = pd.concat(link_tables, ignore_index=True)
-        results["feature_change"] = feature_change
-        results["symptom_change"] = pd.DataFrame(symptoms)
-
-    # NBS on FC change: each arm against the reference arm
-    if cfg["nbs_threshold"]:
-        edge_keys = [k for k in keys if split_feature_key(k)[0] == cfg["nbs_measure"]
-                     and "__" in split_feature_key(k)[2]]
-        complete = feature_change[edge_keys].dropna()
-        arm_of = patients.reset_index().drop_duplicates("participant_id").set_index(
-            "participant_id")["group"].astype(str)
-        components, edges = [], []
-        if edge_keys and len(complete):
-            mats, nodes = _edge_matrices(complete, edge_keys)
-            arms_here = arm_of.reindex(complete.index).to_numpy()
-            reference = cfg["reference_group"]
-            for label in sorted(set(arms_here) - {reference}):
-                x, y = mats[arms_here == label], mats[arms_here == reference]
-                if len(x) < 2 or len(y) < 2:
-                    continue
-                res = nbs(x, y, cfg["nbs_threshold"], n_permutations=cfg["n_permutations"],
-                          random_state=ctx.random_state)
-                components.append(res.to_frame(nodes).assign(contrast=f"{label} - {reference}"))
-                edges.append(res.edges_frame(nodes).assign(contrast=f"{label} - {reference}"))
-        if components:
-            results["nbs_components"] = pd.concat(components, ignore_index=True)
-            results["nbs_edges"] = pd.concat(edges, ignore_index=True)
-
-    _write_tables(results, stats_dir, harmonize_cfg, cfg, ctx.random_state)
-    ctx.results["group_stats"] = results
-    return build_sections(results)
+        except BadInputError as exc:
+            result.skip(f"brain–symptom links of {instrument}", str(exc))
+            continue
+        tables.append(table.assign(symptom=instrument))
+        symptoms[instrument] = change
+    if not tables:
+        return
+    links = pd.concat(tables, ignore_index=True)
+    result.add("links", links)
+    points = []
+    for rank, row in enumerate(links.sort_values("p").head(3).itertuples(), start=1):
+        both = pd.concat([feature_change[row.feature].rename("feature_change"),
+                          symptoms[row.symptom].rename("symptom_change")], axis=1,
+                         join="inner").dropna()
+        points.append(both.rename_axis("participant_id").reset_index().assign(
+            rank=rank, feature=row.feature, symptom=row.symptom))
+    result.add("link_points", pd.concat(points, ignore_index=True))
 
 
-def _write_tables(results: dict, stats_dir, harmonize_cfg: dict, cfg: dict,
-                  random_state: int) -> None:
-    parameters = {"longitudinal": cfg, "harmonize": harmonize_cfg, "random_state": random_state}
-    for name in ("hypotheses", "group_time", "emmeans", "normalization", "normalization_contrast", "links",
-                 "nbs_components", "nbs_edges"):
-        if name in results:
-            write_tsv(stats_dir / f"{name}.tsv", results[name])
-            write_json(stats_dir / f"{name}.json", provenance(parameters))
-    write_json(stats_dir / "harmonization.json",
-               {**provenance(parameters), "Harmonization": results["harmonization"]})
+def _nbs(result: AnalysisResult, cfg: dict, patients: pd.DataFrame,
+         feature_change: pd.DataFrame, keys: list[str], random_state: int, nbs) -> None:
+    """Network-based statistic on the change of ``nbs_measure``: each arm against the reference."""
+    if not cfg["nbs_threshold"]:
+        result.skip("network-based statistic", "[longitudinal] nbs_threshold = 0")
+        return
+    edge_keys = [k for k in keys if split_feature_key(k)[0] == cfg["nbs_measure"]
+                 and "__" in split_feature_key(k)[2]]
+    complete = feature_change[edge_keys].dropna()
+    if not edge_keys or not len(complete):
+        result.skip("network-based statistic", f"no complete {cfg['nbs_measure']} edge changes")
+        return
+    arm_of = patients.reset_index().drop_duplicates("participant_id").set_index(
+        "participant_id")["group"].astype(str)
+    mats, nodes = _edge_matrices(complete, edge_keys)
+    arms_here = arm_of.reindex(complete.index).to_numpy()
+    reference = cfg["reference_group"]
+    components, edges = [], []
+    for label in [a for a in dict.fromkeys(arms_here) if a != reference]:
+        x, y = mats[arms_here == label], mats[arms_here == reference]
+        if len(x) < 2 or len(y) < 2:
+            result.skip(f"network-based statistic {label}", "fewer than 2 participants per arm")
+            continue
+        res = nbs(x, y, cfg["nbs_threshold"], n_permutations=cfg["n_permutations"],
+                  random_state=random_state)
+        components.append(res.to_frame(nodes).assign(contrast=f"{label} - {reference}"))
+        edges.append(res.edges_frame(nodes).assign(contrast=f"{label} - {reference}"))
+    if components:
+        result.add("nbs_components", pd.concat(components, ignore_index=True))
+        result.add("nbs_edges", pd.concat(edges, ignore_index=True))

@@ -16,19 +16,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from theramark.errors import BadInputError
-from theramark.study.validate import same_grid
+from theramark.errors import BadInputError, one_line
+from theramark.study.validate import open_nifti, same_grid
 
 
 def load_mask(path: str | os.PathLike) -> nib.Nifti1Image:
     """A 3D mask image; a clear error when it is missing, unreadable or not 3D."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadInputError(f"{path}: brain mask not found")
-    try:
-        img = nib.load(path)
-    except Exception as exc:  # nibabel raises several types for corrupt files
-        raise BadInputError(f"{path}: not a readable NIfTI image ({exc})") from None
+    img = open_nifti(path, what="brain mask")
     shape = img.shape
     if len(shape) == 4 and shape[3] == 1:
         img = img.slicer[..., 0]
@@ -38,17 +32,10 @@ def load_mask(path: str | os.PathLike) -> nib.Nifti1Image:
 
 
 def open_bold(path: str | os.PathLike) -> nib.Nifti1Image:
-    """Open (not read) a 4D BOLD image; a clear error when it is missing, corrupt or not 4D."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadInputError(f"{path}: BOLD image not found")
-    try:
-        img = nib.load(path)
-    except Exception as exc:
-        raise BadInputError(f"{path}: not a readable NIfTI image ({exc})") from None
-    if len(img.shape) != 4:
-        raise BadInputError(f"{path}: expected a 4D BOLD image, got shape {img.shape}")
-    return img
+    """Open (not read) a 4D BOLD image; a clear error naming the file when it is missing, has an
+    unreadable header or is not 4D (:func:`theramark.study.validate.open_nifti`). Truncated or
+    corrupt data is caught by :func:`read_masked` while it streams the file."""
+    return open_nifti(path, what="BOLD image", ndim=4)
 
 
 def check_same_grid(
@@ -72,8 +59,62 @@ def mask_indices(mask_img: nib.spatialimages.SpatialImage) -> np.ndarray:
     (several times faster than nilearn's C-order ``data[mask]``). Arrays of in-mask values in
     theramark use this column order; :func:`unmask` puts them back in place.
     """
-    data = np.asanyarray(mask_img.dataobj) != 0
+    data = stored_array(mask_img, "brain mask") != 0
     return np.flatnonzero(np.ravel(data, order="F"))
+
+
+def stored_array(img: nib.spatialimages.SpatialImage, what: str = "NIfTI image") -> np.ndarray:
+    """The data of an image as stored (scaled, not converted to float).
+
+    nibabel reports a truncated or corrupt file with an ``OSError`` over two lines ("Expected N
+    bytes, got M bytes from ... \\n - could the file be damaged?"); here it is one line naming
+    the file.
+
+    Raises
+    ------
+    BadInputError
+        ``"<file>: <what> is corrupt or truncated (<reason>)"``.
+    """
+    try:
+        return np.asanyarray(img.dataobj)
+    except (OSError, EOFError, zlib.error, ValueError) as exc:
+        name = img.get_filename() or what
+        raise BadInputError(f"{name}: {what} is corrupt or truncated ({one_line(exc)})") from None
+
+
+def check_bold_values(data: np.ndarray, path: str | os.PathLike) -> None:
+    """Refuse in-mask BOLD data that no analysis can use: NaN or infinite values, or no voxel
+    that changes over time.
+
+    Parameters
+    ----------
+    data : ndarray, shape (n_volumes, n_voxels)
+        In-mask BOLD (:func:`read_masked`).
+    path : path-like
+        The BOLD file, named in the message.
+
+    Raises
+    ------
+    BadInputError
+        ``"<path>: N in-mask voxel(s) contain NaN or infinite values, in K of T volumes (indices
+        from 0: ...)"``, or
+        ``"<path>: every in-mask voxel is constant over time ..."``.
+    """
+    if not np.isfinite(data.sum(dtype=np.float64)):  # NaN and infinities propagate to the sum
+        finite = np.isfinite(data)
+        voxels = int((~finite).any(axis=0).sum())
+        volumes = np.flatnonzero(~finite.all(axis=1))
+        whole = int((~finite).all(axis=1).sum())
+        listed = ", ".join(str(v) for v in volumes[:10]) + (", ..." if volumes.size > 10 else "")
+        raise BadInputError(
+            f"{path}: {voxels} in-mask voxel(s) contain NaN or infinite values, in {volumes.size} "
+            f"of {data.shape[0]} volumes (indices from 0: {listed})"
+            + (f"; {whole} volume(s) are NaN or infinite throughout" if whole else ""))
+    # volume by volume: a real run differs from its first volume at once
+    if data.shape[0] > 1 and not any((volume != data[0]).any() for volume in data[1:]):
+        raise BadInputError(
+            f"{path}: every in-mask voxel is constant over time ({data.shape[0]} volumes, "
+            f"{data.shape[1]} voxels): no signal to analyse")
 
 
 def _stored_bytes(path: Path, offset: int, chunk: int = 16 << 20):
@@ -179,7 +220,7 @@ def read_masked(
     out = np.empty((n_vol, flat_index.size), dtype=np.float32)
     filename = bold.get_filename()
     if filename is None or getattr(bold.dataobj, "is_proxy", False) is False:
-        data = np.asanyarray(bold.dataobj)
+        data = stored_array(bold, "BOLD image")
         flat = data.reshape(n_spatial, n_vol, order="F")
         out[:] = flat[flat_index].T
         return out
@@ -219,9 +260,6 @@ def read_masked(
     if slope != 1.0 or inter != 0.0:
         out *= np.float32(slope)
         out += np.float32(inter)
-    if not np.isfinite(out).all():
-        bad = int((~np.isfinite(out)).any(axis=0).sum())
-        raise BadInputError(f"{path}: {bad} in-mask voxel(s) contain NaN or infinite values")
     return out
 
 
@@ -241,6 +279,7 @@ def load_masked_bold(
     Returns
     -------
     data : ndarray, float32, shape (n_volumes, n_voxels)
+        Finite, and not constant over time in every voxel (:func:`check_bold_values`).
     bold : Nifti1Image
         The opened (not loaded) BOLD image, for its header and affine.
     mask : Nifti1Image
@@ -248,7 +287,7 @@ def load_masked_bold(
     """
     bold = open_bold(bold_path)
     if mask_path is None:
-        full = np.asanyarray(bold.dataobj)
+        full = stored_array(bold, "BOLD image")
         keep = np.any(full != 0, axis=3)
         mask = nib.Nifti1Image(keep.astype(np.uint8), bold.affine)
         del full
@@ -257,8 +296,9 @@ def load_masked_bold(
         check_same_grid(mask, bold, str(mask_path), str(bold_path))
     index = mask_indices(mask)
     if index.size == 0:
-        raise BadInputError(f"{mask_path}: the brain mask is empty")
+        raise BadInputError(f"{mask_path or bold_path}: the brain mask is empty (no non-zero voxel)")
     data = read_masked(bold, index)
+    check_bold_values(data, bold_path)
     return data, bold, mask
 
 

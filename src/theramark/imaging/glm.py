@@ -41,26 +41,6 @@ DEFAULT_CONTRASTS: dict[str, list[str]] = {
     ],
 }
 
-#: ``[glm]`` table of study.toml.
-GLM_DEFAULTS: dict[str, Any] = {
-    "contrasts": {},  # {task = ["a - b", ...]}; DEFAULT_CONTRASTS fill the tasks not named
-    "hrf_model": "glover",
-    "drift_model": "cosine",
-    "high_pass": 0.01,  # Hz, nilearn's default (100 s period)
-    "noise_model": "ar1",
-    # nuisance regressors added to the design: a denoise preset name or components; the drift
-    # model does the high-pass, so fMRIPrep's cosine regressors are not added a second time
-    "strategy": ["motion"],
-    "motion": "basic",  # 6 motion parameters: the usual task-GLM choice
-    "wm_csf": None,
-    "scrub": None,  # censor high-motion volumes in the GLM too when set (volumes)
-    "maps": True,  # write per-run voxel maps of each contrast
-    # voxel maps serve the group glass-brain figure; OLS keeps them ~50x cheaper than nilearn's
-    # per-voxel AR(1) (ROI statistics, the inferential output, always use noise_model)
-    "maps_noise_model": "ols",
-    "tasks": [],  # tasks treated as task runs; empty = every task with an events file
-}
-
 
 def contrast_name(expression: str) -> str:
     """The name a contrast takes in tables: the expression without spaces (``a-b``)."""

@@ -1,11 +1,16 @@
 """Reading participant-level derivatives back as tidy tables (the group stage's input).
 
 :func:`read_participant_outputs` gives the long table of docs/contracts.md:
-``participant_id, session, task, run, measure, feature, value`` with ``measure`` in ``qc, fc,
-pcorr, dfc_variability, activation, psc``. Edge features are ``<roiA>__<roiB>`` (names sorted),
+``participant_id, session, task, run, measure, feature, value`` with ``measure`` a name of
+:data:`theramark.registry.MEASURES`. Edge features are ``<roiA>__<roiB>`` (names sorted),
 activation features ``<roi>:<contrast>``. When a participant × session × task has several runs and
 their fixed-effects combination (the roistats file without ``run-``), the combination is used
 for ``activation``/``psc`` (with ``run`` missing) instead of the single runs.
+
+Runs that differ by an entity other than ``run-`` (``acq-``, ``echo-``, ``res-``...; see
+:func:`theramark.study.entities.task_key`) are never merged: their ``task`` is the task label
+followed by those entities (``rest_acq-b``), so they become separate features of the group level.
+A study without such entities has plain task labels (``rest``, ``mid``).
 """
 
 from __future__ import annotations
@@ -19,27 +24,29 @@ import pandas as pd
 
 from theramark._io import read_tsv
 from theramark.errors import BadInputError
-from theramark.study.entities import parse_entities
+from theramark.registry import MEASURES as _REGISTRY
+from theramark.registry import relmat_suffix
+from theramark.study.entities import parse_entities, task_key
 
-MEASURES = ("qc", "fc", "pcorr", "dfc_variability", "activation", "psc")
+MEASURES = tuple(_REGISTRY)
 
 _QC_METRICS = ("mean_fd", "max_fd", "percent_fd_over_threshold", "percent_censored",
                "mean_dvars", "tsnr", "n_volumes", "n_volumes_kept", "excluded")
 
-_RELMATS = {
-    "fc": "meas-pearsoncorrelation_relmat.dense.tsv",
-    "pcorr": "meas-partialcorrelation_relmat.dense.tsv",
-    "dfc_variability": "meas-dfcvariability_relmat.dense.tsv",
-}
+_RELMATS = {name: relmat_suffix(name) for name, m in _REGISTRY.items() if m.kind == "relmat"}
 
 _COLUMNS = ["participant_id", "session", "task", "run", "measure", "feature", "value"]
 
 
 def _identifiers(path: Path) -> dict[str, object]:
+    """The run of an output file: participant, session, task (with its other entities), run."""
     entities = parse_entities(path)
+    if "sub" not in entities or "task" not in entities:
+        raise BadInputError(f"{path}: not a participant-level output name (expected "
+                            "sub-<label>[_ses-<label>]_task-<label>..._<suffix>)")
     run = entities.get("run")
     return {"participant_id": f"sub-{entities['sub']}", "session": entities.get("ses"),
-            "task": entities.get("task"), "run": int(run) if run is not None and run.isdigit()
+            "task": task_key(entities), "run": int(run) if run is not None and run.isdigit()
             else None, "seg": entities.get("seg")}
 
 
@@ -48,7 +55,11 @@ def _func_files(out_dir: Path, pattern: str) -> list[Path]:
 
 
 def read_qc_table(out_dir: str | os.PathLike) -> pd.DataFrame:
-    """QC metrics of every run: one row per run (entities + the metrics of ``desc-qc_metrics``)."""
+    """QC metrics of every run: one row per run (entities + the metrics of ``desc-qc_metrics``).
+
+    ``task`` carries the run's other entities as in :func:`read_participant_outputs`
+    (``rest_acq-b``), so the rows of two acquisitions stay apart.
+    """
     out_dir = Path(out_dir)
     rows = []
     for path in _func_files(out_dir, "_desc-qc_metrics.tsv"):
@@ -95,7 +106,9 @@ def read_participant_outputs(
     Returns
     -------
     DataFrame
-        ``participant_id, session, task, run, measure, feature, value``.
+        ``participant_id, session, task, run, measure, feature, value``; ``task`` is
+        :func:`~theramark.study.entities.task_key` of the file names (``rest``, or ``rest_acq-b``
+        for a run with other entities than ``run-``).
     """
     out_dir = Path(out_dir)
     wanted = set(MEASURES if measures is None else measures)

@@ -11,10 +11,15 @@ one sparse matrix product, then
   (effect, percent signal change, z) and, optionally, voxel maps of each contrast.
 
 Outputs are BIDS derivatives with BEP017 connectivity names and a JSON sidecar per file
-(``theramark._io.provenance``: versions, parameters, ``ParameterHash``, input hashes). A run whose
-QC sidecar carries the same parameter hash and whose listed outputs all exist is skipped, so an
-interrupted study resumes where it stopped. A run with bad input fails alone: its message (naming
-the file) goes into ``OUT/participant_runs.tsv`` and into the report.
+(``theramark._io.provenance``: versions, parameters, ``ParameterHash``, input hashes); their
+names carry every entity that tells a run apart (:attr:`theramark.study.layout.Run.prefix`). A
+run whose QC sidecar carries the same parameter hash and whose listed outputs all exist is reused,
+so an interrupted study resumes where it stopped: it keeps the status of the attempt that made its
+outputs (``ok`` or ``excluded``), with ``reused`` set in the runs table. A run with bad input
+fails alone: its message (one line, naming the file) goes into ``OUT/participant_runs.tsv`` and
+into the report, and the outputs of its previous attempt are moved to ``OUT/.stale/`` so that the
+group level never reads them; outputs that a new attempt (``ok`` or ``excluded``) no longer
+writes are removed.
 
 Jobs run in joblib processes (one run per worker at a time) or, with ``scheduler="tcp://..."``,
 on a Dask distributed cluster, where a worker's cores are shared among the runs it holds at once
@@ -43,77 +48,47 @@ from theramark._io import (
     provenance,
     read_tsv,
     write_json,
+    write_nifti,
     write_tsv,
 )
 from theramark._progress import progress
 from theramark.config import section
-from theramark.errors import BadInputError
+from theramark.errors import BadInputError, one_line
+from theramark.registry import relmat_suffix
+from theramark.study.entities import RUN_ENTITIES, SPACE_ENTITIES, build_name, parse_entities
 from theramark.study.layout import Run, discover_runs
 
-#: ``[denoise]``: nuisance regression of rest runs (nilearn ``load_confounds_strategy`` presets).
-DENOISE_DEFAULTS: dict[str, Any] = {
-    "strategy": "simple",
-    "motion": None, "wm_csf": None, "global_signal": None, "compcor": None, "n_compcor": None,
-    "scrub": None, "fd_threshold": None, "std_dvars_threshold": None,
-    "detrend": True,
-    "standardize": "zscore_sample",
-    "high_pass": None,  # Hz; None: the strategy's cosine regressors do the high-pass
-    "low_pass": None,  # Hz; e.g. 0.08 for the classic 0.01-0.08 Hz band
-}
-
-#: ``[rois]``: which regions to extract.
-ROIS_DEFAULTS: dict[str, Any] = {
-    "roiset": "literature",  # or power264, dosenbach160, seitzman300, or {image=..., labels=...}
-    "atlas": None,  # {image = "...", labels = "..."}: a labels atlas (takes precedence)
-    "radius_mm": None,  # override every sphere's radius
-    "on_empty": "error",  # or "drop": regions outside a run's mask are listed and dropped
-}
-
-#: ``[connectivity]``: static and dynamic FC of rest runs.
-CONNECTIVITY_DEFAULTS: dict[str, Any] = {
-    "measures": ["correlation", "partial correlation", "dfc"],
-    # 60 s windows: within the 30-60 s range that tracks connectivity changes without being
-    # dominated by sampling noise (Allen et al. 2014 used 44 s; Leonardi & Van De Ville 2015 ask
-    # for windows ≥ 1/f_min of the retained band, i.e. ≥ 100 s for a 0.01 Hz high-pass: raise
-    # window_s when the question is about slow fluctuations).
-    "window_s": 60.0,
-    "step_s": None,  # None: one volume
-    "taper": "rectangular",  # or "gaussian" (Allen et al. 2014, sigma = 3 volumes)
-    "write_windows": True,
-}
-
-#: ``[participant]``: which runs and how.
-PARTICIPANT_DEFAULTS: dict[str, Any] = {
-    "space": "MNI152NLin2009cAsym",
-    "tasks": [],  # restrict to these tasks; empty = all
-    "rest_tasks": ["rest"],  # tasks analysed for FC (besides any task without events)
-    "resume": True,
-}
-
 RUNS_TABLE = "participant_runs.tsv"
-_RUN_COLUMNS = ["participant_id", "session", "task", "run", "status", "message", "bold"]
+#: Where the outputs of a run's previous attempt go when the run fails (``OUT/.stale/sub-*/...``).
+STALE_DIR = ".stale"
+#: The runs table's key: one row per run.
+RUN_KEY = ["participant_id", "session", "task", "entities", "run"]
+_RUN_COLUMNS = [*RUN_KEY, "status", "reused", "message", "bold"]
 
 
 def settings_from_config(config: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """The participant-level settings: each table of study.toml merged over its defaults."""
-    from theramark.imaging.glm import GLM_DEFAULTS
-    from theramark.imaging.qc import QC_DEFAULTS
+    """The participant-level settings: each table of study.toml resolved over its schema defaults.
 
-    settings = {
-        "denoise": section(config, "denoise", DENOISE_DEFAULTS),
-        "qc": section(config, "qc", QC_DEFAULTS),
-        "rois": section(config, "rois", ROIS_DEFAULTS),
-        "connectivity": section(config, "connectivity", CONNECTIVITY_DEFAULTS),
-        "glm": section(config, "glm", GLM_DEFAULTS),
-        "participant": section(config, "participant", PARTICIPANT_DEFAULTS),
-    }
+    Parameters
+    ----------
+    config : mapping or None
+        As :func:`theramark.config.load_config` returns it (or a dict of tables).
+
+    Returns
+    -------
+    dict
+        ``denoise, qc, rois, connectivity, glm, participant`` (see :data:`theramark.config.SCHEMA`)
+        and ``base_dir`` (``{"path": folder of the config file, or the working directory}``).
+
+    Raises
+    ------
+    BadInputError
+        If one of these tables has an unknown key or a bad value.
+    """
+    settings = {name: section(config, name)
+                for name in ("denoise", "qc", "rois", "connectivity", "glm", "participant")}
     base = (config or {}).get("_path", {}).get("path")
     settings["base_dir"] = {"path": str(Path(base).parent) if base else str(Path.cwd())}
-    unknown = set(settings["connectivity"]["measures"]) - {"correlation", "partial correlation",
-                                                           "dfc"}
-    if unknown:
-        raise BadInputError(f"[connectivity] measures: unknown {sorted(unknown)}; expected "
-                            "'correlation', 'partial correlation', 'dfc'")
     return settings
 
 
@@ -149,7 +124,7 @@ def run_parameters(run: Run, settings: Mapping[str, Any]) -> dict[str, Any]:
     params["inputs"] = {
         name: _stat_signature(path) for name, path in _inputs(run).items()
     }
-    spec = settings["rois"]["atlas"] or settings["rois"]["roiset"]
+    spec = roi_spec(settings["rois"])
     if isinstance(spec, dict):  # an atlas or ROI table edited in place must trigger a rerun
         base = Path(settings["base_dir"]["path"])
         params["inputs"]["rois"] = [_stat_signature(base / str(spec[key]))
@@ -171,17 +146,30 @@ def _stat_signature(path: Path) -> list:
     return [str(path), stat.st_size, int(stat.st_mtime)]
 
 
-def _roiset(settings: Mapping[str, Any]):
+def roi_spec(rois: Mapping[str, Any]) -> str | dict[str, str]:
+    """What a resolved ``[rois]`` table asks for: the atlas keys that are set, else the ROI set name."""
+    atlas = {key: value for key, value in (rois["atlas"] or {}).items() if value}
+    return atlas or rois["roiset"]
+
+
+def roiset_from_settings(rois: Mapping[str, Any], base_dir: str | os.PathLike):
+    """The ROI set of a resolved ``[rois]`` table (an atlas, when given, takes precedence).
+
+    ``base_dir`` is the folder relative atlas paths are read from (the config file's folder).
+    """
     from theramark.imaging.rois import load_roiset
 
-    spec = settings["rois"]["atlas"] or settings["rois"]["roiset"]
-    return load_roiset(spec, radius_mm=settings["rois"]["radius_mm"],
-                       base_dir=settings["base_dir"]["path"])
+    return load_roiset(roi_spec(rois), radius_mm=rois["radius_mm"],
+                       base_dir=str(base_dir))
+
+
+def _roiset(settings: Mapping[str, Any]):
+    return roiset_from_settings(settings["rois"], settings["base_dir"]["path"])
 
 
 def _entities_row(run: Run) -> dict[str, Any]:
     return {"participant_id": run.participant_id, "session": run.session, "task": run.task,
-            "run": run.run, "bold": str(run.bold)}
+            "entities": run.extra_entities, "run": run.run, "bold": str(run.bold)}
 
 
 class _Writer:
@@ -220,9 +208,7 @@ class _Writer:
         return path
 
     def nifti(self, name: str, img, extra: Mapping[str, Any] | None = None) -> Path:
-        path = self.path(name)
-        with atomic_path(path, suffix=".nii.gz") as tmp:
-            img.to_filename(tmp)
+        path = write_nifti(self.path(name), img)
         self._sidecar(path, extra)
         self.written.append(path.name)
         return path
@@ -232,28 +218,63 @@ def _qc_path(run: Run, out_dir: Path) -> Path:
     return run.output_dir(out_dir) / f"{run.prefix}_desc-qc_metrics.tsv"
 
 
-def is_complete(run: Run, out_dir: str | os.PathLike, params_hash: str) -> bool:
-    """True when the run's outputs exist with the same parameter hash (resume)."""
+def _completed_record(run: Run, out_dir: Path, params_hash: str) -> dict[str, Any] | None:
+    """The QC sidecar of an earlier attempt with the same parameter hash whose outputs all exist."""
     sidecar = _qc_path(run, Path(out_dir)).with_suffix(".json")
     if not sidecar.is_file():
-        return False
+        return None
     try:
         record = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
-        return False
-    if record.get("ParameterHash") != params_hash:
-        return False
+        return None
+    if not isinstance(record, dict) or record.get("ParameterHash") != params_hash:
+        return None
     folder = sidecar.parent
-    return all((folder / name).is_file() for name in record.get("Outputs", []))
+    if not all((folder / name).is_file() for name in record.get("Outputs", [])):
+        return None
+    return record
 
 
-def _previous_outputs(run: Run, out_dir: Path) -> list[str]:
-    """Output names listed by an earlier run's QC sidecar (empty when none)."""
-    sidecar = _qc_path(run, out_dir).with_suffix(".json")
-    try:
-        return list(json.loads(sidecar.read_text(encoding="utf-8")).get("Outputs", []))
-    except (OSError, json.JSONDecodeError):
+def is_complete(run: Run, out_dir: str | os.PathLike, params_hash: str) -> bool:
+    """True when the run's outputs exist with the same parameter hash (resume)."""
+    return _completed_record(run, Path(out_dir), params_hash) is not None
+
+
+_IDENTITY = frozenset((*RUN_ENTITIES, *SPACE_ENTITIES))
+
+
+def own_outputs(run: Run, out_dir: str | os.PathLike) -> list[Path]:
+    """Every file in the run's output folder that belongs to this run (outputs and sidecars).
+
+    A file belongs to the run when its name is the run's prefix followed by entities that do not
+    name another run: ``sub-01_task-rest_seg-x_timeseries.tsv`` belongs to ``sub-01_task-rest``,
+    ``sub-01_task-rest_acq-b_seg-x_timeseries.tsv`` and ``sub-01_task-rest_run-1_...`` do not.
+    """
+    folder = run.output_dir(out_dir)
+    if not folder.is_dir():
         return []
+    start = run.prefix + "_"
+    return [path for path in sorted(folder.iterdir())
+            if path.name.startswith(start) and path.is_file()
+            and not _IDENTITY & set(parse_entities(path.name[len(start):]))]
+
+
+def _set_aside(run: Run, out_dir: Path) -> str:
+    """Move the outputs of the run's previous attempt to ``OUT/.stale/``; a note for the message."""
+    own = own_outputs(run, out_dir)
+    if not own:
+        return ""
+    folder = run.output_dir(out_dir)
+    target = out_dir / STALE_DIR / folder.relative_to(out_dir)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for path in own:
+            os.replace(path, target / path.name)
+    except OSError as exc:
+        left = [p.name for p in own if p.exists()]
+        return (f"; {len(left)} output(s) of its previous attempt could not be moved aside "
+                f"({one_line(str(exc))}): delete {run.prefix}_* in {folder}")
+    return f"; the {len(own)} output file(s) of its previous attempt were moved to {target}"
 
 
 def _hash_inputs(run: Run) -> dict[str, dict[str, str]]:
@@ -278,8 +299,11 @@ def process_run(run: Run, out_dir: str | os.PathLike, settings: Mapping[str, Any
     Returns
     -------
     dict
-        The run's row of the runs table: entities, ``status`` (ok, failed, excluded, skipped),
-        ``message``, plus ``seconds``.
+        The run's row of the runs table: entities, ``status`` (``ok``, ``excluded`` by a QC
+        rule, or ``failed``), ``reused`` (True when the outputs of an earlier attempt with the
+        same parameters and inputs were kept: the status is that attempt's), ``message`` (one
+        line), plus ``seconds``. A failed run's previous outputs are moved to ``OUT/.stale/``
+        (the message says where).
     """
     started = time.perf_counter()
     row = _entities_row(run)
@@ -287,8 +311,10 @@ def process_run(run: Run, out_dir: str | os.PathLike, settings: Mapping[str, Any
     try:
         params = run_parameters(run, settings)
         params_hash = parameter_hash(params)
-        if resume and is_complete(run, out_dir, params_hash):
-            return {**row, "status": "skipped", "message": "outputs up to date",
+        record = _completed_record(run, out_dir, params_hash) if resume else None
+        if record is not None:
+            return {**row, "status": str(record.get("Status", "ok")), "reused": True,
+                    "message": one_line(record.get("Message", "ok")),
                     "seconds": time.perf_counter() - started}
         # input hashes for the sidecars are computed in a thread while the run is processed
         # (hashlib releases the GIL)
@@ -296,17 +322,17 @@ def process_run(run: Run, out_dir: str | os.PathLike, settings: Mapping[str, Any
             hashes = pool.submit(_hash_inputs, run)
             status, message, finish = _process(run, out_dir, settings, params)
             finish(hashes.result())
-        return {**row, "status": status, "message": message,
+        return {**row, "status": status, "reused": False, "message": one_line(message),
                 "seconds": time.perf_counter() - started}
     except BadInputError as exc:
-        return {**row, "status": "failed", "message": str(exc),
-                "seconds": time.perf_counter() - started}
+        message = one_line(exc)
     except Exception as exc:  # a bug or an unexpected input: the other runs must go on
         where = traceback.extract_tb(exc.__traceback__)[-1]
-        return {**row, "status": "failed",
-                "message": f"{run.bold}: {type(exc).__name__}: {exc} "
-                           f"(at {Path(where.filename).name}:{where.lineno})",
-                "seconds": time.perf_counter() - started}
+        message = (f"{run.bold}: {type(exc).__name__}: {exc} "
+                   f"(at {Path(where.filename).name}:{where.lineno})")
+    message = one_line(message) + _set_aside(run, out_dir)
+    return {**row, "status": "failed", "reused": False, "message": message,
+            "seconds": time.perf_counter() - started}
 
 
 def _process(run: Run, out_dir: Path, settings: Mapping[str, Any], params: dict[str, Any]):
@@ -366,7 +392,6 @@ def _process(run: Run, out_dir: Path, settings: Mapping[str, Any], params: dict[
     del data
 
     def finish(sources: dict[str, dict[str, str]]) -> None:
-        previous = _previous_outputs(run, out_dir)
         writer = _Writer(run, out_dir, params, sources)
         for kind, name, value, extra in outputs:
             getattr(writer, kind)(name, value, {**extra, **roi_info})
@@ -376,19 +401,21 @@ def _process(run: Run, out_dir: Path, settings: Mapping[str, Any], params: dict[
                     "NuisanceRegressors": list(design.columns), **roi_info}
         # the QC sidecar is written last: its presence marks the run as complete (resume)
         writer.tsv("desc-qc_metrics.tsv", qc_table, qc_extra)
-        # outputs of an earlier run with other parameters must not linger for the group level
-        for name in sorted(set(previous) - set(writer.written)):
-            for stale in (writer.folder / name,
-                          writer.folder / (name.split(".")[0] + ".json")):
-                stale.unlink(missing_ok=True)
+        # outputs of an earlier attempt (other parameters, or interrupted) that this one did not
+        # write must not linger for the group level
+        current = set(writer.written) | {n.split(".")[0] + ".json" for n in writer.written}
+        for path in own_outputs(run, out_dir):
+            if path.name not in current:
+                path.unlink(missing_ok=True)
 
     return status, message, finish
 
 
 def _rest_outputs(raw_signals, names, design, sample_mask, kept, t_r, denoise, connectivity,
                   seg, roi_info, outputs) -> str:
-    from theramark.imaging import connectivity as conn
     from theramark.imaging.denoise import clean
+    from theramark.imaging.measures import MeasureOutput, RestSignals
+    from theramark.registry import measure, resolve
 
     cleaned = clean(raw_signals, confounds=design, sample_mask=sample_mask, t_r=t_r,
                     detrend=denoise["detrend"], standardize=denoise["standardize"],
@@ -397,54 +424,18 @@ def _rest_outputs(raw_signals, names, design, sample_mask, kept, t_r, denoise, c
     outputs.append(("tsv", f"{seg}_timeseries.tsv", pd.DataFrame(cleaned, columns=names),
                     {"Description": "denoised, standardized ROI mean time series (kept volumes)",
                      "RepetitionTime": t_r, "SampleMask": kept.tolist()}))
-    measures = connectivity["measures"]
-    if "correlation" in measures:
-        fc = conn.fc_matrix(cleaned, kind="correlation", fisher_z=True)
-        outputs.append(("tsv", f"{seg}_meas-pearsoncorrelation_relmat.dense.tsv",
-                        pd.DataFrame(fc, columns=names),
-                        {"RelationshipMeasure": "Pearson correlation, Fisher z (arctanh)",
-                         "Weighted": True, "Directed": False, "NodeFiles": names}))
-    if "partial correlation" in measures:
-        if cleaned.shape[0] > cleaned.shape[1] + 1:
-            pc = conn.fc_matrix(cleaned, kind="partial correlation", fisher_z=True)
-            outputs.append(("tsv", f"{seg}_meas-partialcorrelation_relmat.dense.tsv",
-                            pd.DataFrame(pc, columns=names),
-                            {"RelationshipMeasure": "partial correlation, Fisher z",
-                             "Weighted": True, "Directed": False}))
-        else:
-            notes.append(f"partial correlation skipped ({cleaned.shape[0]} kept volumes for "
-                         f"{cleaned.shape[1]} ROIs)")
-    if "dfc" in measures:
-        n_volumes = raw_signals.shape[0]
-        window = conn.window_length_volumes(connectivity["window_s"], t_r)
-        step = 1 if not connectivity["step_s"] else max(
-            1, int(round(connectivity["step_s"] / t_r)))
-        if window > n_volumes or kept.size < window:
-            notes.append(f"dynamic FC skipped (run of {n_volumes} volumes, {kept.size} kept, "
-                         f"window of {window})")
-        else:
-            full = np.zeros((n_volumes, cleaned.shape[1]))
-            full[kept] = cleaned
-            keep = np.zeros(n_volumes, bool)
-            keep[kept] = True
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                windows = conn.sliding_window_fc(full, window, step=step,
-                                                 taper=connectivity["taper"], keep=keep,
-                                                 dtype=np.float32)
-            variability = conn.dfc_variability(windows, fisher_z=True)
-            extra = {"WindowVolumes": window, "WindowSeconds": window * t_r, "StepVolumes": step,
-                     "Taper": connectivity["taper"], "NWindows": int(windows.shape[0])}
-            outputs.append(("tsv", f"{seg}_meas-dfcvariability_relmat.dense.tsv",
-                            pd.DataFrame(variability, columns=names),
-                            {"RelationshipMeasure": "SD over sliding windows of Fisher z", **extra}))
-            if connectivity["write_windows"]:
-                outputs.append(("npy", f"{seg}_desc-windows_relmat.npy",
-                                windows.astype(np.float32, copy=False),
-                                {"RelationshipMeasure": "windowed Pearson r",
-                                 "Shape": "(n_windows, n_rois, n_rois)", **extra}))
+    signals = RestSignals(cleaned, kept, raw_signals.shape[0], t_r, connectivity)
+    for name in connectivity["measures"]:
+        result: MeasureOutput = resolve(measure(name).compute)(signals)
+        if result.note:
+            notes.append(result.note)
+        if result.matrix is not None:
+            sidecar = {**result.sidecar, "NodeFiles": names} if name == "pearsoncorrelation" \
+                else result.sidecar
+            outputs.append(("tsv", f"{seg}_{relmat_suffix(name)}",
+                            pd.DataFrame(result.matrix, columns=names), sidecar))
+        for suffix, array, extra in result.arrays:
+            outputs.append(("npy", f"{seg}_{suffix}", array, extra))
     return "ok" if not notes else "ok; " + "; ".join(notes)
 
 
@@ -486,35 +477,46 @@ def _task_outputs(run, data, mask_img, raw_signals, names, nuisance, sample_mask
     return "ok"
 
 
-def _combine_task_runs(results: pd.DataFrame, runs: list[Run], out_dir: Path,
-                       settings: Mapping[str, Any]) -> None:
-    """Fixed effects over the runs of one participant × session × task (written without run-)."""
+def _combine_task_runs(results: pd.DataFrame, runs: list[Run], out_dir: Path) -> None:
+    """Fixed effects over the runs of one participant × session × task (written without run-).
+
+    Runs that differ only by ``run-`` are combined; other entities (``acq-``...) stay in the name.
+    A combination of fewer than two ``ok`` runs is removed: it would describe an earlier attempt.
+    """
     from theramark.imaging.glm import combine_runs
 
-    by_key: dict[tuple, list[Run]] = {}
-    ok = {(r.participant_id, r.session, r.task, r.run) for r in results.itertuples()
-          if r.status in ("ok", "skipped")}
+    ok = set(results.loc[results["status"] == "ok", "bold"].astype(str))
+    prefixes = {(run.output_dir(out_dir), run.prefix) for run in runs}
+    groups: dict[tuple[Path, str], list[Run]] = {}
     for run in runs:
-        if run.run is not None and (run.participant_id, run.session, run.task, run.run) in ok:
-            by_key.setdefault((run.participant_id, run.session, run.task), []).append(run)
-    for (_, _, _), group in by_key.items():
-        paths = []
+        if run.run is not None:
+            base = build_name({k: v for k, v in run.entities.items() if k != "run"}, "", "")
+            groups.setdefault((run.output_dir(out_dir), base.rstrip("_")), []).append(run)
+    for (folder, base), group in groups.items():
+        if (folder, base) in prefixes:
+            continue  # a run without run- has this name: its own outputs, no combination
+        by_seg: dict[str, list[Path]] = {}
         for run in group:
-            found = sorted(run.output_dir(out_dir).glob(f"{run.prefix}_seg-*_desc-glm_roistats.tsv"))
-            paths.extend(found)
-        if len(paths) < 2:
-            continue
-        tables = [read_tsv(p) for p in paths]
-        combined = combine_runs(tables)
-        first = group[0]
-        seg = paths[0].name[len(first.prefix) + 1:].split("_desc-")[0]
-        prefix = first.prefix.replace(f"_run-{first.run}", "")
-        target = first.output_dir(out_dir) / f"{prefix}_{seg}_desc-glm_roistats.tsv"
-        write_tsv(target, combined)
-        record = provenance({"combination": "precision-weighted fixed effects over runs",
-                             "runs": [p.name for p in paths]},
-                            inputs={p.name: p for p in paths})
-        write_json(target.with_suffix(".json"), record)
+            if str(run.bold) not in ok:
+                continue
+            for path in sorted(folder.glob(f"{run.prefix}_seg-*_desc-glm_roistats.tsv")):
+                seg = path.name[len(run.prefix) + 1:].split("_desc-")[0]
+                by_seg.setdefault(seg, []).append(path)
+        written = set()
+        for seg, paths in by_seg.items():
+            if len(paths) < 2:
+                continue
+            target = folder / f"{base}_{seg}_desc-glm_roistats.tsv"
+            write_tsv(target, combine_runs([read_tsv(p) for p in paths]))
+            record = provenance({"combination": "precision-weighted fixed effects over runs",
+                                 "runs": [p.name for p in paths]},
+                                inputs={p.name: p for p in paths})
+            write_json(target.with_suffix(".json"), record)
+            written.add(target.name)
+        for old in folder.glob(f"{base}_seg-*_desc-glm_roistats.tsv"):
+            if old.name not in written:
+                old.unlink(missing_ok=True)
+                old.with_suffix(".json").unlink(missing_ok=True)
 
 
 def _write_runs_table(out_dir: Path, table: pd.DataFrame) -> pd.DataFrame:
@@ -538,19 +540,35 @@ def _write_runs_table(out_dir: Path, table: pd.DataFrame) -> pd.DataFrame:
         return _merge_runs_table(out_dir, table)
 
 
+def _normalize_runs_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Column types of the runs table; a table written before a column existed gets its default."""
+    table = table.copy()
+    if "entities" not in table:
+        table["entities"] = ""
+    table["entities"] = ["" if pd.isna(value) else str(value) for value in table["entities"]]
+    if "reused" not in table:
+        table["reused"] = False
+    table["reused"] = table["reused"].astype(str).str.lower().isin(["true", "1"])
+    table["run"] = pd.to_numeric(table["run"], errors="coerce").astype("Int64")
+    return table
+
+
+def _key_strings(table: pd.DataFrame) -> list[str]:
+    columns = [table[c].tolist() for c in RUN_KEY]
+    return ["|".join("" if pd.isna(v) else str(v) for v in values)
+            for values in zip(*columns, strict=True)]
+
+
 def _merge_runs_table(out_dir: Path, table: pd.DataFrame) -> pd.DataFrame:
     path = out_dir / RUNS_TABLE
-    table = table[_RUN_COLUMNS].copy()
+    table = _normalize_runs_table(table[_RUN_COLUMNS])
     if path.is_file():
-        previous = read_tsv(path)
-        key = ["participant_id", "session", "task", "run"]
-        mine = set(map(tuple, table[key].astype(str).to_numpy()))
-        keep = [tuple(r) not in mine for r in previous[key].astype(str).to_numpy()]
+        previous = _normalize_runs_table(read_tsv(path))
+        mine = set(_key_strings(table))
+        keep = [key not in mine for key in _key_strings(previous)]
         previous = previous.loc[keep, [c for c in _RUN_COLUMNS if c in previous]]
         table = pd.concat([previous, table], ignore_index=True)
-    table["run"] = table["run"].astype("Int64")
-    table = table.sort_values(["participant_id", "session", "task", "run"],
-                              na_position="first").reset_index(drop=True)
+    table = table.sort_values(RUN_KEY, na_position="first").reset_index(drop=True)
     write_tsv(path, table)
     return table
 
@@ -594,9 +612,19 @@ def run_participant_level(
     Returns
     -------
     DataFrame
-        One row per run: ``participant_id, session, task, run, status, message, bold`` (status
-        ``ok``, ``failed``, ``excluded``, ``skipped``); also written to
-        ``OUT/participant_runs.tsv``.
+        One row per run: ``participant_id, session, task, entities, run, status, reused, message,
+        bold, seconds``; also written (without ``seconds``) to ``OUT/participant_runs.tsv``, whose
+        rows of other participants are kept. ``entities`` holds the name's other entities
+        (``acq-b``; empty when none): with ``participant_id, session, task, run`` it is the key.
+        ``status`` is ``ok``, ``excluded`` (by a QC rule) or ``failed``; ``reused`` says that the
+        outputs of an earlier attempt with the same parameters and inputs were kept (with that
+        attempt's status).
+
+    Raises
+    ------
+    BadInputError
+        No runs, a bad ROI specification, or two BOLD files that would write the same outputs
+        (:func:`theramark.study.layout.find_collisions`; the message names both).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -619,10 +647,12 @@ def run_participant_level(
     else:
         rows = _run_joblib(runs, out, settings, resume, n_jobs)
     table = pd.DataFrame(rows)
-    _combine_task_runs(table, runs, out, settings)
+    _combine_task_runs(table, runs, out)
     _write_runs_table(out, table)
-    table["run"] = table["run"].astype("Int64")
-    return table[[*_RUN_COLUMNS, "seconds"]]
+    table = _normalize_runs_table(table)
+    order = {run.bold: i for i, run in enumerate(runs)}
+    table = table.iloc[sorted(range(len(table)), key=lambda i: order[Path(table["bold"].iloc[i])])]
+    return table[[*_RUN_COLUMNS, "seconds"]].reset_index(drop=True)
 
 
 def _run_joblib(runs, out, settings, resume, n_jobs) -> list[dict]:
@@ -673,104 +703,7 @@ def _process_run_on_worker(run, out, settings, resume) -> dict:
     in threads would otherwise start a full BLAS thread pool (and dynamic FC's threads) per task.
     The limit is process-wide and the same for every task of the worker, so it is set, not scoped.
     """
-    from threadpoolctl import threadpool_limits
+    from theramark._blas import set_blas_threads
 
-    threadpool_limits(limits=_worker_blas_threads())
+    set_blas_threads(_worker_blas_threads())
     return process_run(run, out, settings, resume)
-
-
-# -- group level ------------------------------------------------------------------------------
-
-def qc_group_step(ctx) -> list:
-    """Gather QC metrics and the runs table for the group stages and the report.
-
-    Sets ``ctx.results["qc"]`` (one row per run: entities + QC metrics) and
-    ``ctx.results["runs"]`` (the runs table), writes ``group/qc.tsv``, and returns the QC report
-    section.
-    """
-    from theramark.imaging.outputs import read_qc_table
-    from theramark.report.sections.imaging import qc_sections
-
-    qc = read_qc_table(ctx.out_dir)
-    runs_path = Path(ctx.out_dir) / RUNS_TABLE
-    runs = read_tsv(runs_path) if runs_path.is_file() else pd.DataFrame(columns=_RUN_COLUMNS)
-    ctx.results["qc"] = qc
-    ctx.results["runs"] = runs
-    write_tsv(ctx.group_dir / "qc.tsv", qc)
-    qc_fc_table = None
-    try:
-        qc_fc_table = _qc_fc_from_outputs(ctx.out_dir, qc)
-    except BadInputError:
-        qc_fc_table = None
-    ctx.results["qc_fc"] = qc_fc_table
-    return qc_sections(qc, runs, qc_fc_table)
-
-
-def _qc_fc_from_outputs(out_dir, qc: pd.DataFrame) -> pd.DataFrame | None:
-    from theramark.imaging.outputs import read_participant_outputs
-    from theramark.imaging.qc import qc_fc
-
-    features = read_participant_outputs(out_dir, measures=("fc",))
-    if features.empty or qc.empty:
-        return None
-    key = ["participant_id", "session", "task", "run"]
-    wide = features.assign(run=features["run"].fillna(-1), session=features["session"].fillna(""))
-    wide = wide.pivot_table(index=key, columns="feature", values="value")
-    fd = qc.assign(run=qc["run"].fillna(-1), session=qc["session"].fillna("")).set_index(key)
-    fd = fd.loc[fd.index.intersection(wide.index), "mean_fd"]
-    wide = wide.loc[fd.index].dropna(axis=1)
-    if len(wide) < 4 or wide.shape[1] == 0:
-        return None
-    return qc_fc(wide, fd.to_numpy())
-
-
-def _run_keys(table: pd.DataFrame) -> list[str]:
-    """One string per row identifying its run (missing session/run included)."""
-    columns = [table[c].tolist() for c in ("participant_id", "session", "task", "run")]
-    return ["|".join("" if pd.isna(v) else str(v) for v in values) for values in zip(*columns,
-                                                                                     strict=True)]
-
-
-def imaging_group_step(ctx) -> list:
-    """Summaries of the participant-level imaging outputs for the report (order 30).
-
-    Sets ``ctx.results["imaging_summary"]``: one run's FC edges, the group-mean FC and dFC
-    variability by edge (excluded runs left out), ROI activation mean ± SEM by contrast, the mean
-    contrast maps and ROI coordinates; returns the imaging report sections.
-    """
-    from theramark.imaging.outputs import group_mean_maps, read_participant_outputs, read_qc_table
-    from theramark.report.sections.imaging import imaging_sections
-
-    features = read_participant_outputs(ctx.out_dir, measures=("fc", "dfc_variability", "psc"))
-    qc = read_qc_table(ctx.out_dir)
-    features = features.assign(_run=_run_keys(features))
-    if len(qc) and len(features):
-        excluded = set(_run_keys(qc[qc["excluded"]]))
-        features = features[~features["_run"].isin(excluded)]
-    summary: dict[str, Any] = {}
-    fc = features[features["measure"] == "fc"]
-    if len(fc):
-        first = fc.iloc[0]
-        one = fc[fc["_run"] == first["_run"]]
-        label = " ".join(str(v) for v in (first["participant_id"], first["session"], first["task"],
-                                          first["run"]) if pd.notna(v))
-        summary["example"] = (label, one.set_index("feature")["value"])
-        summary["fc_mean"] = fc.groupby("feature")["value"].mean()
-        summary["n_fc"] = int(fc["_run"].nunique())
-    dfc = features[features["measure"] == "dfc_variability"]
-    if len(dfc):
-        summary["dfc_mean"] = dfc.groupby("feature")["value"].mean()
-    psc = features[features["measure"] == "psc"]
-    if len(psc):
-        parts = psc["feature"].str.split(":", n=1, expand=True)
-        table = psc.assign(roi=parts[0], contrast=parts[1])
-        summary["activation"] = (table.groupby(["contrast", "roi"])["value"]
-                                 .agg(mean="mean", sem="sem", n="count").reset_index())
-    summary["maps"] = group_mean_maps(ctx.out_dir)
-    try:
-        roiset = _roiset(settings_from_config(ctx.config))
-        summary["coords"] = roiset.table.set_index("name")[["x", "y", "z"]]
-    except BadInputError:
-        summary["coords"] = None
-    ctx.results["imaging_summary"] = summary
-    return imaging_sections(summary)

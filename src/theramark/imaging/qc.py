@@ -10,10 +10,11 @@ and one read from fMRIPrep mean the same thing:
   standardized form (Nichols 2013/2017 as in Nipype's ``ComputeDVARS``): DVARS divided by its
   expected value under a lag-1 autoregressive null, ``mean_v(IQR_v / 1.349 · sqrt(2 (1 − ρ_v)))``.
 
-Exclusion rules (:data:`QC_DEFAULTS`) follow the "lenient" criteria of Parkes et al. (2018)
-(mean FD > 0.55 mm; more than 20 % of FD values above 0.2 mm; any FD above 5 mm), plus a data-left
-rule after censoring (more than 20 % of volumes censored, or fewer than 4 minutes of data left;
-cf. Power et al. 2014, who keep at least 5 minutes, and Satterthwaite et al. 2013).
+Exclusion rules (the ``[qc]`` table of :data:`theramark.config.SCHEMA`, where each threshold names
+its source) follow the "lenient" criteria of Parkes et al. (2018) (mean FD > 0.55 mm; more than
+20 % of FD values above 0.2 mm; any FD above 5 mm), plus a data-left rule after censoring (more
+than 20 % of volumes censored, or fewer than 4 minutes of data left; cf. Power et al. 2014, who
+keep at least 5 minutes, and Satterthwaite et al. 2013).
 
 References
 ----------
@@ -34,10 +35,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from theramark.config import defaults
 from theramark.errors import BadInputError
 
 __all__ = [
-    "QC_DEFAULTS",
     "dvars",
     "framewise_displacement",
     "qc_fc",
@@ -45,19 +46,6 @@ __all__ = [
     "run_qc",
     "tsnr",
 ]
-
-#: Default exclusion rules of :func:`run_qc` (a run is excluded when any rule is violated).
-QC_DEFAULTS: dict[str, float | None] = {
-    # FD threshold (mm) for ``percent_fd_over_threshold`` (Parkes et al. 2018: 0.2 mm).
-    "fd_threshold": 0.2,
-    # Parkes et al. (2018) lenient criteria.
-    "max_mean_fd": 0.55,
-    "max_percent_fd_over_threshold": 20.0,
-    "max_fd": 5.0,
-    # Data left after censoring.
-    "max_percent_censored": 20.0,
-    "min_minutes_kept": 4.0,
-}
 
 _MOTION = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 
@@ -203,7 +191,8 @@ def run_qc(
         Volumes kept after censoring (e.g. from :func:`theramark.imaging.denoise.nuisance_design`);
         ``None``: all kept.
     rules : mapping, optional
-        Overrides of :data:`QC_DEFAULTS`; a rule set to ``None`` is not applied.
+        Overrides of the ``[qc]`` defaults (:func:`theramark.config.defaults`); a rule set to
+        ``None`` is not applied.
     t_r : float, optional
         Repetition time (s), for the minutes-of-data rule; without it that rule is skipped.
 
@@ -220,12 +209,13 @@ def run_qc(
     from theramark.imaging.denoise import read_confounds
 
     path = Path(confounds_path)
-    unknown = set(rules or {}) - set(QC_DEFAULTS)
+    default_rules = defaults("qc")
+    unknown = set(rules or {}) - set(default_rules)
     if unknown:
         raise BadInputError(
-            f"QC rules: unknown rule(s) {sorted(unknown)}; expected among {sorted(QC_DEFAULTS)}"
+            f"QC rules: unknown rule(s) {sorted(unknown)}; expected among {sorted(default_rules)}"
         )
-    rule = {**QC_DEFAULTS, **(rules or {})}
+    rule = {**default_rules, **(rules or {})}
     table = read_confounds(path)
     n_volumes = len(table)
     if "framewise_displacement" in table:

@@ -38,19 +38,10 @@ __all__ = [
     "person_mean_center",
 ]
 
-# The network engineer's stability and comparison tools, re-exported when present.
-try:
-    from theramark.psychosocial.network_stability import (  # noqa: F401
-        bootstrap_edges,
-        case_drop_stability,
-    )
+from theramark.psychosocial.network_compare import network_comparison_test  # noqa: E402
+from theramark.psychosocial.network_stability import (  # noqa: E402
+    bootstrap_edges,
+    case_drop_stability,
+)
 
-    __all__ += ["bootstrap_edges", "case_drop_stability"]
-except ImportError:  # pragma: no cover - module written concurrently
-    pass
-try:
-    from theramark.psychosocial.network_compare import network_comparison_test  # noqa: F401
-
-    __all__ += ["network_comparison_test"]
-except ImportError:  # pragma: no cover
-    pass
+__all__ += ["bootstrap_edges", "case_drop_stability", "network_comparison_test"]

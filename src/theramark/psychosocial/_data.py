@@ -1,9 +1,11 @@
-"""Input checks shared by the psychosocial analyses.
+"""Input checks and regression equations shared by the psychosocial analyses.
 
 Every analysis takes a DataFrame and column names. These helpers select the columns, drop incomplete
 rows (listwise deletion, reported back so the output can state it), code a two-level text column as
 0/1 (stated too), and reject what would otherwise end in a silent NaN: missing columns, non-numeric
-codes, constant or perfectly collinear predictors, too few rows.
+codes, constant or perfectly collinear predictors, too few rows. Every equation of mediation,
+moderation and breakpoint regression is then fitted by :func:`fit_ols` (through
+:func:`theramark.stats.ols`) and tabulated by :func:`coefficient_tables`.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from theramark.errors import BadInputError
+from theramark.stats import ols
+from theramark.tables import check_columns
 
 
 @dataclass
@@ -95,12 +100,7 @@ def prepare(
             f"{what}: column(s) {', '.join(duplicated)} given in more than one role "
             "(x, m, y, w and covariates must be distinct)"
         )
-    missing = [c for c in columns if c not in data.columns]
-    if missing:
-        raise BadInputError(
-            f"{what}: column(s) not found: {', '.join(map(str, missing))}; "
-            f"available columns are {', '.join(map(str, data.columns))}"
-        )
+    check_columns(data, columns, what)
     frame = data[columns].copy()
     codings: dict[str, dict[str, int]] = {}
     problems = []
@@ -166,3 +166,71 @@ def check_full_rank(design: np.ndarray, names: Sequence[str], what: str) -> None
                     f"{what}: predictors are collinear: '{names[k - 1]}' is a linear combination "
                     f"of {', '.join(repr(n) for n in names[: k - 1])}"
                 )
+
+
+@dataclass
+class OLSFit:
+    """Full-sample OLS fit of one equation."""
+
+    coef: np.ndarray  # (p,) with the intercept first
+    cov: np.ndarray  # (p, p)
+    df_resid: int
+    rss: float
+    names: list[str]  # "(intercept)" then the predictors
+
+
+def fit_ols(design: np.ndarray, outcome: np.ndarray, names: list[str], what: str) -> OLSFit:
+    """OLS with the classical covariance ``s² (X'X)^-1``; ``design`` (n, p) includes the intercept.
+
+    Parameters
+    ----------
+    design : ndarray (n, p)
+        The equation's design, intercept first.
+    outcome : ndarray (n,)
+    names : list of str
+        Names of the design's columns (``"(intercept)"`` first), for the table and messages.
+    what : str
+        The analysis and equation, for messages.
+
+    Returns
+    -------
+    OLSFit
+
+    Raises
+    ------
+    BadInputError
+        Collinear predictors (the message names the first redundant one) or no residual degree of
+        freedom: in these analyses both come from the columns the user chose.
+    """
+    n, p = design.shape
+    check_full_rank(design, names, what)
+    if n <= p:
+        raise BadInputError(f"{what}: {n} complete rows for {p} coefficients; need more rows")
+    fit = ols(design, outcome, what=what)
+    return OLSFit(coef=fit.coef[:, 0], cov=fit.cov(0), df_resid=fit.df_resid,
+                  rss=float(fit.rss[0]), names=names)
+
+
+def coefficient_tables(fits: dict[str, OLSFit], confidence: float) -> pd.DataFrame:
+    """Tidy coefficient table of several fits, stacked: one row per equation × term.
+
+    Columns ``equation, term, estimate, se, t, p, ci_low, ci_high, df`` (t-based intervals at level
+    ``confidence``).
+    """
+    names = list(fits)
+    est = np.concatenate([fits[k].coef for k in names])
+    se = np.concatenate([np.sqrt(np.diag(fits[k].cov)) for k in names])
+    df = np.concatenate([np.full(fits[k].coef.size, fits[k].df_resid) for k in names])
+    t = est / se
+    crit = stats.t.ppf(0.5 + confidence / 2, df)
+    return pd.DataFrame({
+        "equation": np.repeat(names, [fits[k].coef.size for k in names]),
+        "term": [term for k in names for term in fits[k].names],
+        "estimate": est, "se": se, "t": t, "p": 2 * stats.t.sf(np.abs(t), df),
+        "ci_low": est - crit * se, "ci_high": est + crit * se, "df": df,
+    })
+
+
+def coefficient_table(fit: OLSFit, equation: str, confidence: float) -> pd.DataFrame:
+    """:func:`coefficient_tables` of one fit."""
+    return coefficient_tables({equation: fit}, confidence)

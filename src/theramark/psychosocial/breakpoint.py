@@ -23,23 +23,21 @@ import pandas as pd
 from scipy import optimize, special, stats
 
 from theramark.errors import BadInputError
-from theramark.psychosocial._data import as_list, check_full_rank, prepare
-from theramark.psychosocial.mediation import fit_ols
+from theramark.psychosocial._data import as_list, check_full_rank, fit_ols, prepare
+from theramark.stats import Projection, ols
 
 _MIN_ROWS = 10
 
 
-def _residualize(base: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Residuals of each column of ``values`` on ``base`` (n, p)."""
-    coef, *_ = np.linalg.lstsq(base, values, rcond=None)
-    return values - base @ coef
-
-
-def _profile_rss(psi: np.ndarray, x: np.ndarray, r_y: np.ndarray, base: np.ndarray,
+def _profile_rss(psi: np.ndarray, x: np.ndarray, r_y: np.ndarray, base: Projection,
                  rss0: float) -> np.ndarray:
-    """RSS of the broken-line model at each ψ in ``psi`` (G,), all at once."""
+    """RSS of the broken-line model at each ψ in ``psi`` (G,), all at once.
+
+    ``base`` projects onto the null model's design and ``r_y`` are the outcome's residuals on it:
+    by Frisch–Waugh–Lovell, adding the hinge lowers the RSS by ``(r_h'r_y)² / r_h'r_h``.
+    """
     hinge = np.maximum(x[:, None] - psi[None, :], 0.0)
-    r_h = _residualize(base, hinge)
+    r_h = base.residualize(hinge)
     num = r_h.T @ r_y
     den = np.einsum("ng,ng->g", r_h, r_h)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -78,15 +76,12 @@ def davies_test(
     df_res = n - base.shape[1] - 1
     for i, psi in enumerate(values):  # k is ~10: a loop over evaluation points, not resamples
         design = np.column_stack([np.maximum(x - psi, 0.0), base])
-        gram = design.T @ design
-        if np.linalg.matrix_rank(gram) < design.shape[1]:
+        fit = ols(design, y, rank_deficient="minimum_norm", what="breakpoint (Davies' test)")
+        if fit.rank < design.shape[1]:
             continue
-        inv = np.linalg.inv(gram)
-        coef = inv @ design.T @ y
-        dev = float(np.sum((y - design @ coef) ** 2))
-        sigma = np.sqrt(dev / df_res)
-        stats_at[i] = coef[0] / (sigma * np.sqrt(inv[0, 0]))
-        z = coef[0] / np.sqrt(inv[0, 0])
+        dev = float(fit.rss[0])
+        stats_at[i] = fit.coef[0, 0] / fit.se[0, 0]
+        z = fit.coef[0, 0] / np.sqrt(fit.cov_unscaled[0, 0])
         angle[i] = np.arcsin(np.sqrt(z**2 / (z**2 + dev)))
     keep = np.isfinite(stats_at)
     if keep.sum() < 2:
@@ -168,7 +163,8 @@ def breakpoint(
     base = np.column_stack([np.ones(n), xv, frame[cov].to_numpy()]) if cov else \
         np.column_stack([np.ones(n), xv])
     check_full_rank(base, ["(intercept)", x, *cov], "breakpoint")
-    r_y = _residualize(base, yv)
+    null_model = Projection(base)
+    r_y = null_model.residualize(yv)
     rss0 = float(r_y @ r_y)
 
     # ψ must leave at least two distinct x on each side (x < ψ and x ≥ ψ, the convention of the
@@ -185,7 +181,7 @@ def breakpoint(
             )
     candidates = np.unique(np.concatenate([np.linspace(lo, hi, n_grid),
                                            distinct[(distinct >= lo) & (distinct <= hi)]]))
-    profile = _profile_rss(candidates, xv, r_y, base, rss0)
+    profile = _profile_rss(candidates, xv, r_y, null_model, rss0)
     best = int(np.argmin(profile))
     left = candidates[max(best - 1, 0)]
     right = candidates[min(best + 1, candidates.size - 1)]
@@ -193,7 +189,7 @@ def breakpoint(
     for a, b in ((left, candidates[best]), (candidates[best], right)):
         if b > a:
             opt = optimize.minimize_scalar(
-                lambda p: _profile_rss(np.array([p]), xv, r_y, base, rss0)[0],
+                lambda p: _profile_rss(np.array([p]), xv, r_y, null_model, rss0)[0],
                 bounds=(a, b), method="bounded", options={"xatol": 1e-10 * max(1, abs(b))},
             )
             if opt.fun < rss_hat:

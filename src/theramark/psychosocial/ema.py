@@ -22,16 +22,13 @@ from scipy import stats
 
 from theramark.errors import AnalysisError, BadInputError
 from theramark.psychosocial._data import as_list
+from theramark.tables import check_columns
 
 
-def _check_columns(data: pd.DataFrame, columns: Sequence[str], what: str,
-                   identifiers: Sequence[str] = ("participant_id",)) -> None:
-    missing = [c for c in columns if c not in data.columns]
-    if missing:
-        raise BadInputError(
-            f"{what}: column(s) not found: {', '.join(missing)}; available: "
-            f"{', '.join(map(str, data.columns))}"
-        )
+def _check_numeric_columns(data: pd.DataFrame, columns: Sequence[str], what: str,
+                           identifiers: Sequence[str] = ("participant_id",)) -> None:
+    """The columns exist and, except ``identifiers``, hold numbers (or numeric text)."""
+    check_columns(data, columns, what)
     for c in columns:
         if c in identifiers:
             continue
@@ -56,7 +53,7 @@ def lag_within_day(
     Rows are sorted by participant, day and ``order``; the input's row order is restored.
     """
     cols = as_list(columns)
-    _check_columns(data, [participant, day, order, *cols], "lag_within_day", [participant])
+    _check_numeric_columns(data, [participant, day, order, *cols], "lag_within_day", [participant])
     sorted_data = data.sort_values([participant, day, order], kind="stable")
     grouped = sorted_data.groupby([participant, day], sort=False)
     out = data.copy()
@@ -74,7 +71,7 @@ def person_mean_center(
     the same). Missing values are ignored when taking means and stay missing in ``_within``.
     """
     cols = as_list(columns)
-    _check_columns(data, [participant, *cols], "person_mean_center", [participant])
+    _check_numeric_columns(data, [participant, *cols], "person_mean_center", [participant])
     out = data.copy()
     for c in cols:
         person_mean = out.groupby(participant)[c].transform("mean")
@@ -110,7 +107,7 @@ def ema_compliance(
         participant; ``attrs["summary"]`` has the mean, median and range of compliance.
     """
     cols = as_list(columns)
-    _check_columns(data, [participant, day, *cols], "ema_compliance", [participant, day])
+    _check_numeric_columns(data, [participant, day, *cols], "ema_compliance", [participant, day])
     answered = data[cols].notna().all(axis=1)
     grouped = data.assign(_answered=answered).groupby(participant)
     table = pd.DataFrame({
@@ -181,7 +178,7 @@ def ema_multilevel(
     needed = [participant, y, x, *cov] + ([moderator] if moderator else [])
     if lag:
         needed += [day, order]
-    _check_columns(data, needed, "ema_multilevel", [participant])
+    _check_numeric_columns(data, needed, "ema_multilevel", [participant])
     frame = data[list(dict.fromkeys(needed))].copy()
     for c in needed:
         if c != participant:

@@ -29,10 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import stats
-from threadpoolctl import threadpool_limits
 
+from theramark._blas import single_threaded_blas
 from theramark.errors import BadInputError
-from theramark.psychosocial._data import Prepared, as_list, check_full_rank, prepare
+from theramark.psychosocial._data import Prepared, as_list, coefficient_tables, fit_ols, prepare
+from theramark.stats import solve_normal_equations
 
 MODELS = (4, 6, 7, 14, 58)
 CI_METHODS = ("percentile", "bias-corrected")
@@ -40,7 +41,7 @@ _MIN_BOOT_ROWS = 10
 
 
 # ----------------------------------------------------------------------------------------------
-# OLS engine shared with moderation.py
+# Equations (fitted by _data.fit_ols) and the vectorized bootstrap
 # ----------------------------------------------------------------------------------------------
 @dataclass
 class Equation:
@@ -49,59 +50,6 @@ class Equation:
     name: str
     outcome: str
     predictors: list[str]
-
-
-@dataclass
-class OLSFit:
-    """Full-sample OLS fit of one equation."""
-
-    coef: np.ndarray  # (p,) with the intercept first
-    cov: np.ndarray  # (p, p)
-    df_resid: int
-    rss: float
-    names: list[str]  # "(intercept)" then the predictors
-
-
-def fit_ols(design: np.ndarray, outcome: np.ndarray, names: list[str], what: str) -> OLSFit:
-    """OLS with the classical covariance ``s² (X'X)^-1``; ``design`` (n, p) includes the intercept."""
-    n, p = design.shape
-    check_full_rank(design, names, what)
-    if n <= p:
-        raise BadInputError(f"{what}: {n} complete rows for {p} coefficients; need more rows")
-    coef, *_ = np.linalg.lstsq(design, outcome, rcond=None)
-    resid = outcome - design @ coef
-    rss = float(resid @ resid)
-    df_resid = n - p
-    cov = rss / df_resid * np.linalg.inv(design.T @ design)
-    return OLSFit(coef=coef, cov=cov, df_resid=df_resid, rss=rss, names=names)
-
-
-def coefficient_table(fit: OLSFit, equation: str, confidence: float) -> pd.DataFrame:
-    """Tidy coefficient table of one fit (estimate, se, t, p, t-based CI)."""
-    se = np.sqrt(np.diag(fit.cov))
-    t = fit.coef / se
-    crit = stats.t.ppf(0.5 + confidence / 2, fit.df_resid)
-    return pd.DataFrame({
-        "equation": equation, "term": fit.names, "estimate": fit.coef, "se": se, "t": t,
-        "p": 2 * stats.t.sf(np.abs(t), fit.df_resid),
-        "ci_low": fit.coef - crit * se, "ci_high": fit.coef + crit * se, "df": fit.df_resid,
-    })
-
-
-def coefficient_tables(fits: dict[str, OLSFit], confidence: float) -> pd.DataFrame:
-    """:func:`coefficient_table` of several fits stacked (built once, without concat)."""
-    names = list(fits)
-    est = np.concatenate([fits[k].coef for k in names])
-    se = np.concatenate([np.sqrt(np.diag(fits[k].cov)) for k in names])
-    df = np.concatenate([np.full(fits[k].coef.size, fits[k].df_resid) for k in names])
-    t = est / se
-    crit = stats.t.ppf(0.5 + confidence / 2, df)
-    return pd.DataFrame({
-        "equation": np.repeat(names, [fits[k].coef.size for k in names]),
-        "term": [term for k in names for term in fits[k].names],
-        "estimate": est, "se": se, "t": t, "p": 2 * stats.t.sf(np.abs(t), df),
-        "ci_low": est - crit * se, "ci_high": est + crit * se, "df": df,
-    })
 
 
 def bootstrap_counts(rng: np.random.Generator, n_boot: int, n: int, block: int = 128) -> np.ndarray:
@@ -150,14 +98,7 @@ class MomentBootstrap:
         idx = np.array([self.position[v] for v in predictors])
         gram = moments[:, self.pair[np.ix_(idx, idx)]]
         rhs = moments[:, self.pair[idx, self.position[outcome]]]
-        try:
-            return np.linalg.solve(gram, rhs[:, :, None])[:, :, 0]
-        except np.linalg.LinAlgError:
-            cond = np.linalg.cond(gram)
-            ok = np.isfinite(cond) & (cond < 1e12)
-            out = np.full(rhs.shape, np.nan)
-            out[ok] = np.linalg.solve(gram[ok], rhs[ok][:, :, None])[:, :, 0]
-            return out
+        return solve_normal_equations(gram, rhs)
 
     def sd(self, moments: np.ndarray, variable: str) -> np.ndarray:
         """(B,) sample SD of ``variable`` in each resample."""
@@ -478,7 +419,7 @@ def mediation(
         remaining = int(n_boot)
         # The products are small (resamples × rows × a few columns): BLAS threads only add
         # synchronization, and oversubscribe cores when analyses run in parallel.
-        with threadpool_limits(limits=1, user_api="blas"):
+        with single_threaded_blas():
             while remaining > 0:
                 size = min(chunk_size, remaining)
                 remaining -= size

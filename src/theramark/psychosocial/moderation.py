@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from theramark.psychosocial._data import as_list, prepare
-from theramark.psychosocial.mediation import coefficient_table, fit_ols, moderator_values
+from theramark.psychosocial._data import as_list, coefficient_table, fit_ols, prepare
+from theramark.psychosocial.mediation import moderator_values
 
 
 def moderation(

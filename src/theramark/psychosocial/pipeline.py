@@ -1,22 +1,12 @@
-"""The psychosocial stage of ``theramark run ... group``: analyses on the scored scales.
+"""The ``psychosocial`` analysis of the group level: mediation, moderation, breakpoint, network, EMA.
 
-``group_step(ctx)`` builds one row per participant at the baseline session from the scored scales
-(``ctx.results["scores"]``), ``participants.tsv`` (sex) and ``phenotype/financial_strain.tsv``; runs
-the default analyses of the ``[psychosocial]`` table of ``study.toml`` whose variables are present;
-writes ``group/psychosocial/*.tsv``; and returns the report sections. An analysis whose data are
-missing is skipped with the reason stated in the report, never silently.
-
-``[psychosocial]`` keys (defaults in :data:`DEFAULTS`):
-
-- ``session``: session the cross-sectional analyses use (``pre``).
-- ``groups``: keep only these values of the ``participants.tsv`` ``group`` column (default: all).
-- ``variables``: label → source, where a source is ``<instrument>.<score column>`` (scored scales),
-  a ``participants.tsv`` column, or a ``phenotype/financial_strain.tsv`` column.
-- ``mediation``: ``x, m, y, w, models, covariates`` (labels); ``n_boot``, ``seed``, ``ci_method``.
-- ``moderation``: ``x, w, y`` (labels; Johnson–Neyman for a continuous W).
-- ``breakpoint``: ``x, y``.
-- ``network``: ``nodes`` (labels), ``gamma``, ``n_boot`` (case-drop stability; 0 skips).
-- ``ema``: ``x, y, moderator`` (a label: baseline score merged per participant), ``lag``.
+Every variable is declared in ``[psychosocial] variables`` (label → source), where a source is
+``<instrument>.<score column>`` (a scored scale, e.g. ``ctq_sf.emotional_neglect``), a
+participants.tsv column (``sex``), or ``<file>.<column>`` for ``phenotype/<file>.tsv``. Each
+analysis runs when the variables it names are declared and found (``[psychosocial.mediation]``
+x, m, y, w...); otherwise the reason is recorded and shown in the report. Cross-sectional
+analyses use one session (``session``, default the study's baseline); the seed is
+``[study] random_state``. Tables are written under ``OUT/group/psychosocial/``.
 """
 
 from __future__ import annotations
@@ -27,40 +17,24 @@ from typing import Any
 
 import pandas as pd
 
-from theramark._io import provenance, write_json, write_tsv
-from theramark.config import section
 from theramark.errors import BadInputError, TheramarkError
+from theramark.results import AnalysisResult
 from theramark.study.entities import without_ses_prefix
 from theramark.study.participants import read_phenotype_table
 
-DEFAULTS: dict[str, Any] = {
-    "enabled": True,
-    "session": "pre",
-    "groups": [],
-    "n_boot": 5000,
-    "seed": 0,
-    "ci_method": "percentile",
-    "variables": {
-        "ctq_en": "ctq_sf.emotional_neglect",
-        "pss10": "pss10.total",
-        "mspss": "mspss.total",
-        "ucla3": "ucla3.total",
-        "neuroticism": "bfi_short.neuroticism",
-        "extraversion": "bfi_short.extraversion",
-        "financial_strain": "financial_strain",
-        "shaps": "shaps.total",
-        "hamd17": "hamd17.total",
-        "sex": "sex",
-    },
-    "mediation": {"x": "ctq_en", "m": ["pss10"], "y": "shaps", "w": "sex",
-                  "models": [4, 7, 58], "covariates": []},
-    "moderation": {"x": "pss10", "w": "mspss", "y": "shaps"},
-    "breakpoint": {"x": "financial_strain", "y": "shaps"},
-    "network": {"nodes": ["ctq_en", "pss10", "mspss", "ucla3", "neuroticism", "extraversion",
-                          "financial_strain", "shaps", "hamd17"],
-                "gamma": 0.5, "n_boot": 0},
-    "ema": {"x": "social_contact", "y": "positive_affect", "moderator": "shaps", "lag": False},
-}
+
+def _phenotype_column(bids_dir: Path, stem: str, column: str, session: str
+                      ) -> tuple[pd.Series | None, str]:
+    """``phenotype/<stem>.tsv`` column at ``session`` by participant, or None and the reason."""
+    path = Path(bids_dir) / "phenotype" / f"{stem}.tsv"
+    if not path.is_file():
+        return None, f"'{stem}' is neither a scored instrument nor a file {path}"
+    table = read_phenotype_table(path)
+    if column not in table.columns:
+        return None, f"{path} has no column '{column}'"
+    if "session" in table.columns:
+        table = table[without_ses_prefix(table["session"]) == session]
+    return table.drop_duplicates("participant_id").set_index("participant_id")[column], ""
 
 
 def baseline_table(ctx, session: str, variables: dict[str, str]) -> tuple[pd.DataFrame, dict]:
@@ -72,19 +46,16 @@ def baseline_table(ctx, session: str, variables: dict[str, str]) -> tuple[pd.Dat
     participants["participant_id"] = participants["participant_id"].astype(str)
     table = participants[["participant_id"]].drop_duplicates().set_index("participant_id")
     scores = ctx.results.get("scores") or {}
-    strain = None
-    strain_path = Path(ctx.bids_dir) / "phenotype" / "financial_strain.tsv"
-    if strain_path.is_file():
-        strain = read_phenotype_table(strain_path)
-        if "session" in strain.columns:
-            strain = strain[strain["session"] == session]
-        strain = strain.drop_duplicates("participant_id").set_index("participant_id")
     missing = {}
     for label, source in variables.items():
         instrument, _, column = source.partition(".")
         if column:
             if instrument not in scores:
-                missing[label] = f"instrument '{instrument}' was not scored"
+                values, reason = _phenotype_column(ctx.bids_dir, instrument, column, session)
+                if values is None:
+                    missing[label] = reason
+                else:
+                    table[label] = values.reindex(table.index)
                 continue
             frame = scores[instrument]
             if column not in frame.columns:
@@ -99,37 +70,39 @@ def baseline_table(ctx, session: str, variables: dict[str, str]) -> tuple[pd.Dat
             table[label] = values.reindex(table.index)
         elif source in participants.columns:
             table[label] = participants.set_index("participant_id")[source].reindex(table.index)
-        elif strain is not None and source in strain.columns:
-            table[label] = strain[source].reindex(table.index)
         else:
-            missing[label] = (f"'{source}' is neither a scored scale, a participants.tsv column "
-                              f"nor a column of {strain_path}")
+            missing[label] = (f"'{source}' is not a participants.tsv column (write "
+                              "<instrument>.<score> or <phenotype file>.<column> for others)")
     return table.reset_index(), missing
 
 
 def _need(table: pd.DataFrame, labels: list[str], missing: dict) -> str | None:
-    absent = [f"{label} ({missing.get(label, 'not configured')})" for label in labels
-              if label not in table.columns]
-    return "; ".join(absent) if absent else None
+    undeclared = [label for label in labels if not label]
+    if undeclared:
+        return "its variables are not declared in [psychosocial]"
+    absent = [f"{label} ({missing.get(label, 'not in [psychosocial] variables')})"
+              for label in labels if label not in table.columns]
+    return "missing " + "; ".join(absent) if absent else None
 
 
-def run_analyses(ctx, cfg: dict) -> dict[str, Any]:
+def run_analyses(ctx, cfg: dict, seed: int) -> dict[str, Any]:
     """Run the configured analyses; returns result tables by name and ``skipped`` reasons."""
     from theramark.psychosocial.breakpoint import breakpoint
     from theramark.psychosocial.mediation import mediation
     from theramark.psychosocial.moderation import moderation
 
     table, missing = baseline_table(ctx, cfg["session"], cfg["variables"])
+    group_column = ctx.settings("study")["group_column"]
     if cfg["groups"]:
-        if "group" not in ctx.participants.columns:
-            raise BadInputError("[psychosocial] groups is set but participants.tsv has no "
-                                "'group' column")
-        keep = ctx.participants.loc[ctx.participants["group"].isin(cfg["groups"]),
+        if group_column not in ctx.participants.columns:
+            raise BadInputError(f"[psychosocial] groups is set but participants.tsv has no "
+                                f"'{group_column}' column")
+        keep = ctx.participants.loc[ctx.participants[group_column].isin(cfg["groups"]),
                                     "participant_id"].astype(str)
         if keep.empty:
             raise BadInputError(
                 f"[psychosocial] groups {cfg['groups']} match no participant; groups present: "
-                f"{', '.join(map(str, sorted(ctx.participants['group'].dropna().unique())))}")
+                f"{', '.join(map(str, sorted(ctx.participants[group_column].dropna().unique())))}")
         table = table[table["participant_id"].isin(set(keep))].reset_index(drop=True)
     results: dict[str, Any] = {"data": table, "skipped": {}}
     skipped = results["skipped"]
@@ -142,20 +115,20 @@ def run_analyses(ctx, cfg: dict) -> dict[str, Any]:
             [med["w"]] if model in (7, 14, 58) else [])
         reason = _need(table, labels, missing)
         if reason:
-            skipped[name] = f"missing {reason}"
+            skipped[name] = reason
             continue
         try:
             results[name] = mediation(
                 table, med["x"], ms, med["y"], w=med["w"] if model in (7, 14, 58) else None,
                 model=model, covariates=med["covariates"] or None, n_boot=cfg["n_boot"],
-                random_state=cfg["seed"], ci_method=cfg["ci_method"])
+                random_state=seed, ci_method=cfg["ci_method"])
         except TheramarkError as exc:
             skipped[name] = str(exc)
 
     mod = cfg["moderation"]
     reason = _need(table, [mod["x"], mod["w"], mod["y"]], missing)
     if reason:
-        skipped["moderation"] = f"missing {reason}"
+        skipped["moderation"] = reason
     else:
         try:
             results["moderation"] = moderation(table, mod["x"], mod["w"], mod["y"])
@@ -165,14 +138,14 @@ def run_analyses(ctx, cfg: dict) -> dict[str, Any]:
     bp = cfg["breakpoint"]
     reason = _need(table, [bp["x"], bp["y"]], missing)
     if reason:
-        skipped["breakpoint"] = f"missing {reason}"
+        skipped["breakpoint"] = reason
     else:
         try:
             results["breakpoint"] = breakpoint(table, bp["x"], bp["y"])
         except TheramarkError as exc:
             skipped["breakpoint"] = str(exc)
 
-    _network(table, cfg["network"], missing, results, cfg["seed"])
+    _network(table, cfg["network"], missing, results, seed)
     _ema(ctx, table, cfg["ema"], results)
     return results
 
@@ -182,9 +155,12 @@ def _network(table, net_cfg, missing, results, seed) -> None:
 
     nodes = [n for n in net_cfg["nodes"] if n in table.columns]
     absent = [n for n in net_cfg["nodes"] if n not in table.columns]
+    if not net_cfg["nodes"]:
+        results["skipped"]["network"] = "no [psychosocial.network] nodes declared"
+        return
     if len(nodes) < 3:
         results["skipped"]["network"] = (
-            f"fewer than 3 nodes available (missing: {_need(table, absent, missing)})")
+            f"fewer than 3 nodes available ({_need(table, absent, missing)})")
         return
     try:
         data = table[nodes].apply(pd.to_numeric, errors="raise")
@@ -208,7 +184,10 @@ def _network(table, net_cfg, missing, results, seed) -> None:
 def _ema(ctx, table, ema_cfg, results) -> None:
     from theramark.psychosocial.ema import ema_compliance, ema_multilevel
 
-    path = Path(ctx.bids_dir) / "phenotype" / "ema.tsv"
+    if not (ema_cfg["x"] and ema_cfg["y"]):
+        results["skipped"]["ema"] = "no [psychosocial.ema] x and y declared"
+        return
+    path = Path(ctx.bids_dir) / "phenotype" / f"{ema_cfg['file']}.tsv"
     if not path.is_file():
         results["skipped"]["ema"] = f"no EMA file ({path})"
         return
@@ -229,54 +208,44 @@ def _ema(ctx, table, ema_cfg, results) -> None:
         results["skipped"]["ema"] = str(exc)
 
 
-def write_results(results: dict[str, Any], out_dir: Path, parameters: dict) -> list[Path]:
-    """Write every result table under ``out_dir`` (atomically); returns the paths."""
-    written = []
+#: Result attributes that are tables of their own (written as ``<name>_<attribute>.tsv``).
+TABLE_ATTRIBUTES = ("coefficients", "johnson_neyman", "curve", "profile", "davies")
+#: Results whose row labels are data (written as the first column).
+_INDEXED = ("moderation", "network")
+
+
+def run(ctx) -> AnalysisResult:
+    """Run the declared psychosocial analyses of the study (see the module docstring)."""
+    cfg = dict(ctx.settings("psychosocial"))
+    sessions = ctx.design.sessions
+    cfg["session"] = cfg["session"] or ctx.design.baseline or (sessions[0] if sessions else "")
+    result = AnalysisResult("psychosocial", parameters={"psychosocial": cfg,
+                                                        "random_state": ctx.random_state})
+    if not cfg["enabled"]:
+        result.skip("psychosocial analyses", "[psychosocial] enabled = false")
+        return result
+    if not cfg["variables"]:
+        result.skip("psychosocial analyses", "no [psychosocial] variables declared (label = "
+                                             "<instrument>.<score>, a participants.tsv column or "
+                                             "<phenotype file>.<column>)")
+        return result
+    results = run_analyses(ctx, cfg, ctx.random_state)
     for name, value in results.items():
-        if not isinstance(value, pd.DataFrame) or name == "data":
+        if not isinstance(value, pd.DataFrame):
             continue
-        index = name.startswith("mediation") or name in ("moderation", "network")
+        index = name.startswith("mediation") or name in _INDEXED
         if name == "network":  # a node × node matrix: name its row labels like its columns
             value = value.rename_axis("node")
-        written.append(write_tsv(out_dir / f"{name}.tsv", value, index=index))
-        attrs = value.attrs
-        for key in ("coefficients", "johnson_neyman", "curve", "profile", "davies"):
-            if isinstance(attrs.get(key), pd.DataFrame):
-                written.append(write_tsv(out_dir / f"{name}_{key}.tsv", attrs[key]))
-    skipped = pd.DataFrame(
-        [{"analysis": k, "reason": v} for k, v in results["skipped"].items()],
-        columns=["analysis", "reason"])
-    written.append(write_tsv(out_dir / "skipped.tsv", skipped))
-    notes = {name: value.attrs.get("note", "") for name, value in results.items()
-             if isinstance(value, pd.DataFrame) and name != "data"}
-    write_json(out_dir / "psychosocial.json", {**provenance(parameters), "Notes": notes})
-    return written
-
-
-def group_step(ctx) -> list:
-    """Run the psychosocial analyses of the study on the scored scales (see module docstring).
-
-    Returns
-    -------
-    list of Section
-        Path diagrams, conditional effects, Johnson–Neyman and breakpoint plots, the network
-        sections and the EMA table (and the reasons for any analysis skipped).
-    """
-    from theramark.report.sections.psychosocial import build_sections
-
-    cfg = section(ctx.config, "psychosocial", DEFAULTS)
-    if not cfg["enabled"]:
-        return []
-    for key in ("mediation", "moderation", "breakpoint", "network", "ema"):
-        unknown = set(cfg[key]) - set(DEFAULTS[key])
-        if unknown:
-            raise BadInputError(
-                f"[psychosocial.{key}]: unknown key(s) {', '.join(sorted(unknown))}; allowed "
-                f"keys are {', '.join(sorted(DEFAULTS[key]))}")
-    if "participant_id" not in ctx.participants.columns:
-        raise BadInputError("participants.tsv: no participant_id column")
-    results = run_analyses(ctx, cfg)
-    out_dir = ctx.group_dir / "psychosocial"
-    write_results(results, out_dir, cfg)
-    ctx.results["psychosocial"] = results
-    return build_sections(results)
+        result.add(name, value, index=index and name != "data")
+        for key in TABLE_ATTRIBUTES:
+            if isinstance(value.attrs.get(key), pd.DataFrame):
+                result.add(f"{name}_{key}", value.attrs[key])
+        scalars = {k: v for k, v in value.attrs.items() if not isinstance(v, pd.DataFrame)}
+        if scalars:
+            result.summary.setdefault("attrs", {})[name] = scalars
+    for key in ("network_note",):
+        if key in results:
+            result.summary[key] = results[key]
+    for name, reason in results["skipped"].items():
+        result.skip(name, reason)
+    return result

@@ -38,26 +38,46 @@ class Text:
 
 @dataclass
 class Table:
-    """A DataFrame shown as an HTML table (floats rounded to ``digits``; long tables truncated)."""
+    """A DataFrame shown as an HTML table (floats rounded to ``digits``).
+
+    The first ``visible_rows`` rows are shown; the rest fold under a "show all" toggle (at most
+    ``max_rows`` in the page). ``source`` (a path relative to the report) links the TSV the table
+    came from, where every row is.
+    """
 
     data: pd.DataFrame
     caption: str = ""
     digits: int = 3
     max_rows: int = 200
     index: bool = False
+    source: str = ""
+    visible_rows: int = 12
 
-    def to_html(self) -> str:
-        frame = self.data
-        note = ""
-        if len(frame) > self.max_rows:
-            note = f"<p class='note'>Showing {self.max_rows} of {len(frame)} rows.</p>"
-            frame = frame.head(self.max_rows)
-        body = frame.to_html(
+    def _html(self, frame: pd.DataFrame) -> str:
+        return frame.to_html(
             index=self.index, float_format=lambda v: f"{v:.{self.digits}g}" if abs(v) < 1e-3 and v != 0
             else f"{v:.{self.digits}f}", na_rep="–", border=0, classes="data", escape=True,
         )
-        cap = f"<figcaption>{html.escape(self.caption)}</figcaption>" if self.caption else ""
-        return f"<figure class='table'>{cap}<div class='scroll'>{body}</div>{note}</figure>"
+
+    def to_html(self) -> str:
+        frame = self.data
+        link = (f" <a class='tsv' href='{html.escape(self.source)}'>all {len(frame)} rows (TSV)</a>"
+                if self.source else "")
+        cap = (f"<figcaption>{html.escape(self.caption)}{link}</figcaption>"
+               if self.caption or link else "")
+        shown = frame.head(self.max_rows)
+        if len(shown) <= self.visible_rows + 3:
+            body = f"<div class='scroll'>{self._html(shown)}</div>"
+        else:
+            body = (f"<div class='scroll'>{self._html(shown.head(self.visible_rows))}</div>"
+                    f"<details><summary>show {len(shown) - self.visible_rows} more rows"
+                    + (f" of {len(frame)}" if len(frame) > len(shown) else "")
+                    + f"</summary><div class='scroll'>{self._html(shown.iloc[self.visible_rows:])}"
+                    "</div></details>")
+        if len(frame) > len(shown):
+            where = " (every row is in the TSV)" if self.source else ""
+            body += f"<p class='note'>Showing {len(shown)} of {len(frame)} rows{where}.</p>"
+        return f"<figure class='table'>{cap}{body}</figure>"
 
 
 @dataclass
@@ -129,16 +149,24 @@ _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;color:#1d2430;background:#fafbfc}
 header{background:#23395d;color:#fff;padding:1.2em 2em}header h1{margin:0;font-size:1.6em}
 header p{margin:.3em 0 0;opacity:.85}
-nav{position:sticky;top:0;background:#fff;border-bottom:1px solid #dde;padding:.5em 2em;z-index:2}
-nav a{margin-right:1.2em;color:#23395d;text-decoration:none;font-size:.92em}
-main{max-width:1100px;margin:auto;padding:1em 2em 4em}
-section{background:#fff;border:1px solid #e3e6ea;border-radius:6px;padding:1em 1.5em;margin:1.2em 0}
+nav{position:sticky;top:0;background:#fff;border-bottom:1px solid #dde;padding:.4em 2em;z-index:2;
+line-height:1.7}
+nav a{margin-right:1.2em;color:#23395d;text-decoration:none;font-size:.92em;white-space:nowrap;
+display:inline-block}
+main{max-width:1100px;margin:auto;padding:1em 2em 4em;box-sizing:border-box}
+section{background:#fff;border:1px solid #e3e6ea;border-radius:6px;padding:1em 1.5em;margin:1.2em 0;
+min-width:0;overflow-wrap:anywhere}
+section#summary{border-left:6px solid #23395d}section#summary li{margin:.3em 0}
+ul.detail{font-size:.88em;color:#333;margin:.2em 0}ul.detail li{margin:.1em 0}
+details summary{cursor:pointer;color:#23395d;font-size:.85em;margin:.3em 0}
+a.tsv{font-size:.85em;margin-left:.6em}
 h2{color:#23395d;border-bottom:2px solid #e3e6ea;padding-bottom:.3em}
 figure{margin:1em 0}figure img{max-width:100%}figcaption{font-size:.9em;color:#555;margin:.3em 0}
 table.data{border-collapse:collapse;font-size:.85em}
 table.data th,table.data td{padding:.25em .6em;border-bottom:1px solid #eee;text-align:right}
 table.data th{background:#f2f4f7}
-.scroll{overflow-x:auto}.note{font-size:.85em;color:#777}
+.scroll{overflow-x:auto;max-width:100%}.note{font-size:.85em;color:#777}
+table.data td{max-width:32em}
 footer{color:#777;font-size:.8em;text-align:center;padding:2em}
 """
 
@@ -154,9 +182,10 @@ class Report:
         One line under the title (the dataset, for instance).
     """
 
-    def __init__(self, title: str = "theramark report", subtitle: str = ""):
+    def __init__(self, title: str = "theramark report", subtitle: str = "", generated: str = ""):
         self.title = title
         self.subtitle = subtitle
+        self.generated = generated
         self.sections: list[Section] = []
 
     def add(self, *sections: Section) -> Report:
@@ -169,7 +198,7 @@ class Report:
     def to_html(self) -> str:
         ordered = sorted(self.sections, key=lambda s: s.order)
         nav = "".join(f"<a href='#{html.escape(s.id)}'>{html.escape(s.title)}</a>" for s in ordered)
-        stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        stamp = self.generated or _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         return (
             "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head><body>"

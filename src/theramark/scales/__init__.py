@@ -15,18 +15,9 @@ from theramark.scales.outcomes import (
     outcomes,
     rates_by_group,
     reliable_change_index,
-    totals_from_columns,
 )
 
-
-def group_step(ctx):
-    """Score every questionnaire in ``phenotype/`` and compute outcomes (see :mod:`.pipeline`)."""
-    from theramark.scales.pipeline import group_step as _group_step
-
-    return _group_step(ctx)
-
-
 __all__ = [
-    "Instrument", "available_instruments", "criterion_c", "group_step", "load_instrument",
-    "outcomes", "rates_by_group", "reliable_change_index", "score", "totals_from_columns",
+    "Instrument", "available_instruments", "criterion_c", "load_instrument",
+    "outcomes", "rates_by_group", "reliable_change_index", "score",
 ]

@@ -6,11 +6,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from theramark._io import provenance, read_tsv, write_json, write_tsv
 from theramark.errors import BadInputError
+
+if TYPE_CHECKING:
+    from theramark.scales.definitions import InstrumentLibrary
 
 
 def read_item_map(path: str | Path) -> dict[str, str]:
@@ -34,33 +38,46 @@ def read_item_map(path: str | Path) -> dict[str, str]:
     return dict(zip(table.iloc[:, 0], table.iloc[:, 1], strict=True))
 
 
+def _library(args: argparse.Namespace) -> InstrumentLibrary:
+    """The packaged instruments plus those of ``--instruments`` (paths relative to the working directory)."""
+    from theramark.scales.definitions import instrument_library
+
+    return instrument_library(paths=args.instruments)
+
+
 def _list(args: argparse.Namespace) -> int:
     from theramark.scales.describe import catalogue
 
-    print(catalogue().to_string(index=False))
+    with pd.option_context("display.width", 250, "display.max_colwidth", 60):
+        print(catalogue(_library(args)).to_string(index=False))
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
-    from theramark.scales.definitions import load_instrument
     from theramark.scales.describe import describe
 
-    print(describe(load_instrument(args.instrument, args.scoring)))
+    print(describe(_library(args).get(args.instrument, args.scoring)))
     return 0
 
 
 def _score(args: argparse.Namespace) -> int:
     from theramark.scales.engine import score
 
+    library = _library(args)
+    instrument = library.get(args.instrument, args.scoring)
     table = read_tsv(args.items_tsv, dtype={"participant_id": str, "session": str})
     mapping = read_item_map(args.items) if args.items else None
-    scores = score(args.instrument, table, errors=args.errors, items=mapping, scoring=args.scoring,
-                   source=str(args.items_tsv))
+    scores = score(instrument, table, errors=args.errors, items=mapping, source=str(args.items_tsv))
     out = Path(args.output)
     write_tsv(out, scores)
-    write_json(out.with_suffix(".json"), provenance(
-        {"instrument": scores.attrs["instrument"], "scoring": scores.attrs["scoring"],
-         "errors": args.errors, "items": mapping}, inputs={"items": args.items_tsv}))
+    parameters = {"instrument": scores.attrs["instrument"], "scoring": scores.attrs["scoring"],
+                  "errors": args.errors, "items": mapping}
+    inputs = {"items": args.items_tsv}
+    definition = library.path(instrument.id)
+    if definition is not None:  # a study's own instrument: record (and hash) its definition
+        parameters["instrument_file"] = str(definition)
+        inputs["instrument"] = definition
+    write_json(out.with_suffix(".json"), provenance(parameters, inputs=inputs))
     flagged = scores[scores["flags"] != ""]
     keys = ["participant_id", "session"] if "session" in scores.columns else ["participant_id"]
     print(f"scored {int(scores['scored'].sum())} of {len(scores)} rows -> {out}")
@@ -92,7 +109,7 @@ def _outcomes(args: argparse.Namespace) -> int:
         if "group" in participants.columns and "group" not in scores.columns:
             scores = scores.merge(participants[["participant_id", "group"]], on="participant_id",
                                   how="left")
-    instrument = args.instrument or _instrument_from_sidecar(Path(args.scores))
+    instrument = _library(args).get(args.instrument or _instrument_from_sidecar(Path(args.scores)))
     table = outcomes(scores, instrument, baseline=args.baseline, endpoint=args.endpoint,
                      reliability=args.reliability, source=str(args.scores))
     if args.output:
@@ -115,12 +132,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="scales_command", metavar="SUBCOMMAND")
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
+    def instruments_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--instruments", action="append", default=[], metavar="PATH",
+                       help="a study's own instrument definition: a JSON file, or a folder of them "
+                            "(e.g. BIDS_DIR/code/theramark/instruments); repeatable. Format: "
+                            "docs/instruments.md")
+
     p = sub.add_parser("list", help="list the instruments theramark can score")
+    instruments_option(p)
     p.set_defaults(func=_list)
 
     p = sub.add_parser("show", help="document one instrument: items, keys, rules, bands, sources")
     p.add_argument("instrument")
     p.add_argument("--scoring", default=None, help="alternative scoring (e.g. continuous for shaps)")
+    instruments_option(p)
     p.set_defaults(func=_show)
 
     p = sub.add_parser("score", help="score item answers (wide or long TSV)")
@@ -131,6 +156,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--errors", choices=("raise", "flag"), default="raise",
                    help="raise: stop on any disallowed answer (default); flag: score the rest")
     p.add_argument("--scoring", default=None, help="alternative scoring (e.g. continuous for shaps)")
+    instruments_option(p)
     p.set_defaults(func=_score)
 
     p = sub.add_parser("outcomes", help="response, remission and reliable change from scores")
@@ -141,4 +167,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reliability", type=float, default=None)
     p.add_argument("--participants", metavar="participants.tsv", help="adds the group column")
     p.add_argument("-o", "--output", metavar="OUTCOMES.tsv")
+    instruments_option(p)
     p.set_defaults(func=_outcomes)

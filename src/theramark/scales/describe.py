@@ -6,38 +6,32 @@ import textwrap
 
 import pandas as pd
 
-from theramark.scales.definitions import Instrument, available_instruments, load_instrument
-
-
-def _ranges(numbers: tuple[int, ...] | list[int]) -> str:
-    """``[1, 2, 3, 7]`` → ``"1-3, 7"``."""
-    numbers = sorted(numbers)
-    if not numbers:
-        return "none"
-    parts, start, prev = [], numbers[0], numbers[0]
-    for n in [*numbers[1:], None]:
-        if n is not None and n == prev + 1:
-            prev = n
-            continue
-        parts.append(f"{start}-{prev}" if prev > start else f"{start}")
-        if n is not None:
-            start = prev = n
-    return ", ".join(parts)
+from theramark.scales.definitions import Instrument, InstrumentLibrary, ranges_text
 
 
 def _bands_text(bands) -> list[str]:
     return [band.describe(bands[i + 1] if i + 1 < len(bands) else None) for i, band in enumerate(bands)]
 
 
-def catalogue() -> pd.DataFrame:
-    """One row per instrument: id, name, construct, items, total range, scorings."""
+def catalogue(library: InstrumentLibrary | None = None) -> pd.DataFrame:
+    """One row per instrument: id, name, construct, items, total range, scorings, where it is defined.
+
+    Parameters
+    ----------
+    library : InstrumentLibrary, optional
+        The instruments to list (default: the packaged ones). ``defined_in`` is ``theramark`` for a
+        packaged instrument and the file for a study's own.
+    """
+    library = InstrumentLibrary() if library is None else library
+    study = set(library.study_ids())
     rows = []
-    for ident in available_instruments():
-        inst = load_instrument(ident)
+    for ident in library.ids():
+        inst = library.get(ident)
         rng = f"{inst.range[0]:g}-{inst.range[1]:g}" if inst.range else "no total"
         rows.append({"id": ident, "name": inst.name, "construct": inst.construct,
                      "items": inst.n_items, "total": rng, "rule": inst.total_rule or "-",
-                     "scorings": ", ".join(inst.scorings)})
+                     "scorings": ", ".join(inst.scorings),
+                     "defined_in": library.origin(ident) if ident in study else "theramark"})
     return pd.DataFrame(rows)
 
 
@@ -46,7 +40,9 @@ def describe(inst: Instrument) -> str:
     wrap = lambda text, indent="  ": textwrap.fill(  # noqa: E731
         text, width=96, initial_indent=indent, subsequent_indent=indent)
     lines = [f"{inst.id}: {inst.name}", wrap(f"Source: {inst.source}"), ""]
-    if inst.raw.get("source_scoring") and inst.scoring != "default":
+    if inst.origin:
+        lines.insert(2, wrap(f"Defined in: {inst.origin}"))
+    if inst.raw.get("source_scoring") and inst.scoring != inst.scorings[0]:
         lines.insert(2, wrap(f"Scoring '{inst.scoring}': {inst.raw['source_scoring']}"))
     direction = {True: "worse", False: "better"}.get(inst.higher_is_worse, "n/a")
     lines.append(f"Construct: {inst.construct}; rated by: {inst.rater}; higher total = {direction}")
@@ -56,18 +52,18 @@ def describe(inst: Instrument) -> str:
     for i in range(inst.n_items):
         groups.setdefault((int(inst.item_min[i]), int(inst.item_max[i])), []).append(i + 1)
     for (lo, hi), items in groups.items():
-        lines.append(f"  allowed answers {lo}-{hi} (integers): items {_ranges(items)}")
-    lines.append(f"Reverse-keyed items: {_ranges(inst.reverse)}"
+        lines.append(f"  allowed answers {lo}-{hi} (integers): items {ranges_text(items)}")
+    lines.append(f"Reverse-keyed items: {ranges_text(inst.reverse)}"
                  + (" (scored min + max - answer)" if inst.reverse else ""))
     if inst.recode:
         lines.append("Recoding: " + ", ".join(f"{k} -> {v:g}" for k, v in inst.recode.items()))
     if inst.domains:
         lines.append("Domains:")
     for domain in inst.domains:
-        lines.append(f"  domain {domain.name}: {domain.rule} of items {_ranges(domain.items)}")
+        lines.append(f"  domain {domain.name}: {domain.rule} of items {ranges_text(domain.items)}")
     if inst.total_rule:
         rng = f"{inst.range[0]:g}-{inst.range[1]:g}" if inst.range else "?"
-        over = "domains" if inst.domains else f"items {_ranges(inst.total_items)}"
+        over = "domains" if inst.domains else f"items {ranges_text(inst.total_items)}"
         lines.append(f"Total: {inst.total_rule} of {over}; range {rng}")
     else:
         lines.append("Total: none (the instrument is scored by subscales only)")
@@ -80,14 +76,15 @@ def describe(inst: Instrument) -> str:
     if inst.subscales:
         lines.append("Subscales:")
         for sub in inst.subscales:
-            lines.append(f"  {sub.name}: {sub.rule} of items {_ranges(sub.items)} "
+            lines.append(f"  {sub.name}: {sub.rule} of items {ranges_text(sub.items)} "
                          f"(at most {sub.max_missing} missing)")
             for text in _bands_text(sub.bands):
                 lines.append(f"    {text}")
         if inst.raw.get("subscales_source"):
             lines.append(wrap(inst.raw["subscales_source"]))
     for count in inst.counts:
-        lines.append(f"Count {count.name}: answers equal to {count.value} on items {_ranges(count.items)}")
+        lines.append(f"Count {count.name}: answers equal to {count.value} on items "
+                     f"{ranges_text(count.items)}")
     if inst.bands:
         lines.append(f"Severity bands (on the {inst.bands_on}):")
         lines.extend(f"  {text}" for text in _bands_text(inst.bands))

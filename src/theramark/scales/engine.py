@@ -287,7 +287,9 @@ def score(
     Parameters
     ----------
     instrument : str or Instrument
-        Instrument id (``"hamd17"``; see ``theramark scales list``) or a loaded definition.
+        A packaged instrument's id (``"hamd17"``; see ``theramark scales list``) or an
+        :class:`Instrument`: a study's own comes from ``instrument_library(...).get(id)`` (see
+        :mod:`theramark.scales.definitions`).
     table : DataFrame
         Wide: ``participant_id``, optional ``session`` (``pre`` or ``ses-pre``), and item columns
         ``<id>_<n>``. Long: ``participant_id``, optional ``session``, ``item`` (``<id>_<n>`` or
@@ -303,7 +305,8 @@ def score(
     items : mapping of str to str, optional
         Other column names → ``<id>_<n>`` item columns.
     scoring : str, optional
-        A named alternative scoring of the instrument (``"continuous"`` for the SHAPS).
+        A named alternative scoring of the instrument (``"continuous"`` for the SHAPS); ``None``
+        keeps the scoring of an :class:`Instrument` given (the default scoring for an id).
     source : str
         What the table is (a file name), used in messages.
     max_missing : int, optional

@@ -3,7 +3,9 @@ significant change (Jacobson & Truax 1991), and time to response.
 
 Every function takes a tidy scores table (``participant_id, session, total`` and optionally
 ``group``), so totals from :func:`theramark.scales.score` and totals recorded in a real dataset
-(OpenNeuro tables carry totals, not items) are handled the same way.
+(OpenNeuro tables carry totals, not items) are handled the same way: a table with one total column
+per session becomes a scores table with :func:`theramark.study.session_columns_to_long`
+(``columns={"total": {"pre": "BDI_ses-pre", "post": "BDI_ses-post"}}``).
 
 Conventions
 -----------
@@ -35,18 +37,13 @@ import pandas as pd
 from theramark.errors import BadInputError
 from theramark.scales.definitions import Instrument, load_instrument
 from theramark.study.entities import without_ses_prefix
+from theramark.tables import check_columns
 
 RCI_CRITICAL = 1.96
 
 
 def _check_scores(scores: pd.DataFrame, source: str) -> pd.DataFrame:
-    needed = {"participant_id", "session", "total"}
-    absent = sorted(needed - set(scores.columns))
-    if absent:
-        raise BadInputError(
-            f"{source}: scores table lacks column(s) {', '.join(absent)} "
-            "(expected participant_id, session, total)"
-        )
+    check_columns(scores, ["participant_id", "session", "total"], source)
     table = scores.copy()
     table["session"] = without_ses_prefix(table["session"].astype("string"))
     table["participant_id"] = table["participant_id"].astype("string")
@@ -282,37 +279,6 @@ def _time_to_response(wide: pd.DataFrame, baseline: str, endpoint: str,
         return session, np.full(n, np.nan)
     times = np.array([float(time.get(s, np.nan)) for s in later])
     return session, np.where(any_met, times[first_idx], np.nan)
-
-
-def totals_from_columns(table: pd.DataFrame, columns: Mapping[str, str],
-                        keep: Sequence[str] = ("group",)) -> pd.DataFrame:
-    """A scores table from one total column per session (e.g. ``BDI_ses-pre``, ``BDI_ses-post``).
-
-    Parameters
-    ----------
-    table : DataFrame
-        One row per participant, with ``participant_id``.
-    columns : mapping of str to str
-        Session label → column holding that session's total.
-    keep : sequence of str
-        Participant-level columns to carry (those present).
-
-    Returns
-    -------
-    DataFrame
-        ``participant_id, session, total`` plus the kept columns, one row per participant × session.
-    """
-    absent = [c for c in ["participant_id", *columns.values()] if c not in table.columns]
-    if absent:
-        raise BadInputError(f"columns not found: {', '.join(absent)}")
-    carried = [c for c in keep if c in table.columns]
-    frames = []
-    for session, column in columns.items():
-        frame = table[["participant_id", *carried]].copy()
-        frame.insert(1, "session", session.removeprefix("ses-"))
-        frame["total"] = pd.to_numeric(table[column], errors="raise")
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
 
 
 def rates_by_group(outcome_table: pd.DataFrame, by: str = "group") -> pd.DataFrame:

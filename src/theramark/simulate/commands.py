@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from theramark.simulate.presets import get_preset
+
 
 def _simulate(args: argparse.Namespace) -> int:
     from theramark.simulate import simulate_study
@@ -29,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="demo: small, large planted effects; null: no planted effects; "
                         "large: realistic effects, --n-per-group participants per group")
     parser.add_argument("--n-per-group", type=int, default=None,
-                        help="participants per group (default: 8, or 50 for large)")
+                        help="participants per group (default: the preset's, "
+                        + ", ".join(f"{name} {get_preset(name).n_per_group}"
+                                    for name in ("demo", "null", "large")) + ")")
     parser.add_argument("--resolution", type=int, default=4, choices=[4, 2],
                         help="voxel size (mm) of the MNI-space derivatives")
     parser.add_argument("--seed", type=int, default=0, help="random seed")

@@ -16,8 +16,6 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit, logit
 
-from theramark.simulate.design import participant_sessions
-
 
 @dataclass(frozen=True)
 class Subscale:
@@ -262,14 +260,6 @@ EMA_SIDECAR = {
     "social_contact": {"Description": "in social contact since the last prompt",
                        "Levels": {"0": "no", "1": "yes"}},
 }
-
-
-def targets_for_attended(targets: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
-    """Keep the rows of sessions each participant attended (controls: pre and post)."""
-    groups = truth.set_index("participant_id")["group"]
-    keep = [s in participant_sessions(groups[p]) for p, s in
-            zip(targets["participant_id"], targets["session"], strict=True)]
-    return targets[np.asarray(keep)].reset_index(drop=True)
 
 
 __all__ = ["INSTRUMENTS", "Instrument", "Subscale", "ema_table", "financial_strain_table",

@@ -9,9 +9,9 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
 from theramark import __version__
+from theramark._blas import single_threaded_blas
 from theramark._io import atomic_path, write_json, write_text, write_tsv
 from theramark._progress import progress
 from theramark.simulate import phenotype as pheno
@@ -129,7 +129,7 @@ def _run_paths(root: Path, spec: RunSpec, resolution: int) -> dict[str, Path]:
 def write_run(root: Path, spec: RunSpec, resolution: int, reference_time: float) -> dict[str, Any]:
     """Simulate one run and write its raw image, events and fMRIPrep derivatives."""
     # one BLAS thread: the matrices are small, and threaded OpenBLAS is far slower on them
-    with threadpool_limits(limits=1):
+    with single_threaded_blas():
         return _write_run(root, spec, resolution, reference_time)
 
 

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
 # Entity order of the BIDS specification (subset theramark reads and writes).
 ENTITY_ORDER = (
-    "sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo", "space", "res", "den",
-    "seg", "label", "meas", "desc",
+    "sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo", "part", "space", "chunk",
+    "res", "den", "seg", "label", "meas", "desc",
 )
+#: Entities of a BOLD file name that tell the runs of one participant, session and task apart.
+#: Each one a run has is part of the name of every output of the run.
+RUN_ENTITIES = ("acq", "ce", "rec", "dir", "run", "echo", "part", "chunk")
+#: Entities of a preprocessed BOLD that name its template space, resolution and density: part of
+#: a run's output names only where runs that agree on everything else differ by them.
+SPACE_ENTITIES = ("space", "res", "den")
 _ENTITY = re.compile(r"^([a-zA-Z]+)-([a-zA-Z0-9+]+)$")
 
 
@@ -80,3 +87,42 @@ def with_sub_prefix(ids: pd.Series) -> pd.Series:
 def without_ses_prefix(sessions: pd.Series) -> pd.Series:
     """Session labels without the ``ses-`` prefix (``ses-pre`` → ``pre``); missing stays missing."""
     return _with_prefix_fixed(sessions, lambda text: text.str.replace(r"^ses-", "", regex=True))
+
+
+def extra_entities(entities: Mapping[str, str | int | None]) -> str:
+    """The entities of a run's name besides ``sub``, ``ses``, ``task`` and an integer ``run``.
+
+    These are the :data:`RUN_ENTITIES` and :data:`SPACE_ENTITIES` present in ``entities``, in BIDS
+    order, as they appear in the name (``acq-b_echo-2``); a run index that is not an integer is
+    kept among them. An empty string when there are none.
+
+    Examples
+    --------
+    >>> extra_entities(parse_entities("sub-01_task-rest_acq-b_run-2_desc-qc_metrics.tsv"))
+    'acq-b'
+    >>> extra_entities({"sub": "01", "task": "rest", "run": "1"})
+    ''
+    """
+    keep = {key: entities.get(key) for key in (*RUN_ENTITIES, *SPACE_ENTITIES)}
+    if keep["run"] is not None and str(keep["run"]).isdigit():
+        keep["run"] = None
+    return build_name(keep, "", "").rstrip("_")
+
+
+def task_key(entities: Mapping[str, str | int | None]) -> str:
+    """The task part of a feature key: the task label, then the run's :func:`extra_entities`.
+
+    Runs of one participant, session and task that differ only by ``run-`` are averaged by the
+    group level; runs that differ by another entity (two acquisitions, echoes, resolutions...) are
+    kept apart as different "tasks": ``rest`` and ``rest_acq-b``. A study without such entities
+    has plain task labels.
+
+    Examples
+    --------
+    >>> task_key(parse_entities("sub-01_ses-pre_task-rest_acq-b_seg-literature_timeseries.tsv"))
+    'rest_acq-b'
+    >>> task_key({"sub": "01", "task": "mid", "run": "2"})
+    'mid'
+    """
+    extra = extra_entities(entities)
+    return f"{entities['task']}_{extra}" if extra else str(entities["task"])

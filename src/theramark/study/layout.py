@@ -4,6 +4,13 @@ A :class:`Run` gathers everything the participant level needs for one functional
 preprocessed BOLD in a template space, its brain mask, the confounds table and its JSON, the raw
 events file for task runs, and the metadata merged along the BIDS inheritance principle (top-level
 ``task-<label>_bold.json`` → subject → session → file, then the fMRIPrep sidecar).
+
+A run's outputs are named after every entity that tells it apart from the other runs of its
+participant, session and task (:data:`~theramark.study.entities.RUN_ENTITIES`: ``acq``, ``ce``,
+``rec``, ``dir``, ``run``, ``echo``, ``part``, ``chunk``; and ``space``, ``res``, ``den`` where
+runs that agree on everything else differ by them). Two inputs that would still write the same
+outputs (a ``.nii`` beside a ``.nii.gz`` of one run, ``run-1`` beside ``run-01``) are an error
+(:func:`find_collisions`).
 """
 
 from __future__ import annotations
@@ -15,7 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from theramark.errors import BadInputError
-from theramark.study.entities import build_name, parse_entities, strip_prefix
+from theramark.study.entities import (
+    ENTITY_ORDER,
+    RUN_ENTITIES,
+    SPACE_ENTITIES,
+    build_name,
+    extra_entities,
+    parse_entities,
+    strip_prefix,
+)
 
 DEFAULT_SPACE = "MNI152NLin2009cAsym"
 
@@ -42,6 +57,14 @@ class Run:
         Companion files; ``None`` when absent (validation reports it).
     metadata : dict
         Merged JSON metadata (RepetitionTime in s, SliceTiming in s, ...).
+    labels : dict
+        The other :data:`~theramark.study.entities.RUN_ENTITIES` of the BOLD name (``{"acq":
+        "b"}``), and ``run`` when its label is not an integer.
+    density : str or None
+        ``den-`` label of the preprocessed BOLD.
+    named : tuple of str
+        Which of ``space``, ``res``, ``den`` are part of the output names: those by which runs
+        that agree on everything else differ (set by :func:`discover_runs`).
     """
 
     participant_id: str
@@ -57,6 +80,9 @@ class Run:
     raw_bold: Path | None = None
     events: Path | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    density: str | None = None
+    named: tuple[str, ...] = ()
 
     @property
     def subject(self) -> str:
@@ -70,16 +96,23 @@ class Run:
 
     @property
     def entities(self) -> dict[str, str | None]:
-        return {
-            "sub": self.subject,
-            "ses": self.session,
-            "task": self.task,
-            "run": None if self.run is None else str(self.run),
-        }
+        """The entities of the run's output names (``sub, ses, task``, then those that tell it apart)."""
+        entities: dict[str, str | None] = {"sub": self.subject, "ses": self.session,
+                                           "task": self.task, **self.labels}
+        if self.run is not None:
+            entities["run"] = str(self.run)
+        spaces = dict(zip(SPACE_ENTITIES, (self.space, self.resolution, self.density), strict=True))
+        entities.update({key: spaces[key] for key in self.named})
+        return entities
+
+    @property
+    def extra_entities(self) -> str:
+        """The output name's entities besides sub, ses, task and run: ``acq-b`` (``""`` if none)."""
+        return extra_entities(self.entities)
 
     @property
     def prefix(self) -> str:
-        """``sub-01_ses-pre_task-rest[_run-1]``: the stem every output of this run starts with."""
+        """``sub-01_ses-pre_task-rest[_acq-b][_run-1]...``: the stem every output of this run starts with."""
         return build_name(self.entities, "", "").rstrip("_")
 
     def output_dir(self, out_dir: str | Path) -> Path:
@@ -90,7 +123,59 @@ class Run:
         return path / "func"
 
     def key(self) -> tuple:
-        return (self.participant_id, self.session or "", self.task, self.run or 0)
+        """Sort key: participant, session, task, then the other entities (indices as numbers)."""
+        entities = self.entities
+        others = tuple((position, _sortable(entities[name]))
+                       for position, name in enumerate(ENTITY_ORDER)
+                       if name not in ("sub", "ses", "task") and entities.get(name) is not None)
+        return (self.participant_id, self.session or "", self.task, others)
+
+
+def _sortable(label: str) -> tuple[int, int, str]:
+    return (0, int(label), "") if label.isdigit() else (1, 0, label)
+
+
+def find_collisions(runs: Iterable[Run]) -> list[tuple[Path, Path]]:
+    """Pairs of runs whose outputs would have the same names (one of them would overwrite the other).
+
+    Two preprocessed BOLD files collide when they name the same run: a ``.nii`` beside a
+    ``.nii.gz``, ``run-1`` beside ``run-01``, or names that differ only by an entity that does not
+    tell runs apart (``desc``, or one theramark does not know).
+
+    Parameters
+    ----------
+    runs : iterable of Run
+        As :func:`discover_runs` returns them (with ``check_collisions=False`` to see them all).
+
+    Returns
+    -------
+    list of (Path, Path)
+        ``(first BOLD, colliding BOLD)`` for each run whose outputs another run already names, in
+        the order of ``runs``; empty when every run has outputs of its own.
+    """
+    first: dict[Path, Path] = {}
+    pairs = []
+    for run in runs:
+        target = run.output_dir(Path()) / run.prefix
+        if target in first:
+            pairs.append((first[target], run.bold))
+        else:
+            first[target] = run.bold
+    return pairs
+
+
+def _name_spaces(runs: list[Run]) -> None:
+    """Set ``Run.named``: the space entities by which runs that agree on the rest differ."""
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        key = (run.participant_id, run.session, run.task, run.run, tuple(sorted(run.labels.items())))
+        groups.setdefault(key, []).append(run)
+    for group in groups.values():
+        values = [(r.space, r.resolution, r.density) for r in group]
+        named = tuple(name for i, name in enumerate(SPACE_ENTITIES)
+                      if len({v[i] for v in values}) > 1)
+        for run in group:
+            run.named = named
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -166,6 +251,7 @@ def discover_runs(
     space: str | None = DEFAULT_SPACE,
     participant_label: Iterable[str] | None = None,
     tasks: Iterable[str] | None = None,
+    check_collisions: bool = True,
 ) -> list[Run]:
     """Every preprocessed functional run of a study, with its companion files.
 
@@ -181,11 +267,20 @@ def discover_runs(
         Restrict to these participants (with or without ``sub-``).
     tasks : iterable of str, optional
         Restrict to these tasks.
+    check_collisions : bool
+        Refuse runs that would write the same outputs (:func:`find_collisions`); ``False`` returns
+        them all (for the validator, which lists the collisions among other problems).
 
     Returns
     -------
     list of Run
-        Sorted by participant, session, task, run.
+        Sorted by participant, session, task and the other entities (:meth:`Run.key`).
+
+    Raises
+    ------
+    BadInputError
+        A folder is missing, or (with ``check_collisions``) two BOLD files would write the same
+        outputs: the message names both.
     """
     bids_dir = Path(bids_dir)
     deriv = fmriprep_dir_for(bids_dir, fmriprep_dir)
@@ -208,17 +303,23 @@ def discover_runs(
             continue
         if space is not None and ent.get("space") != space:
             continue
-        base = {k: ent.get(k) for k in ("sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo")}
-        spaced = {**base, "space": ent.get("space"), "res": ent.get("res"), "den": ent.get("den")}
+        base = {k: ent.get(k) for k in ("sub", "ses", "task", *RUN_ENTITIES)}
+        spaced = {**base, **{k: ent.get(k) for k in SPACE_ENTITIES}}
         folder = bold.parent
         mask = _companion(folder, spaced, "mask", (".nii.gz", ".nii"), ("brain",))
-        confounds = _companion(folder, base, "timeseries", (".tsv",), ("confounds",))
-        if confounds is None:  # fMRIPrep < 1.2 naming
-            confounds = _companion(folder, base, "regressors", (".tsv",), ("confounds",))
+        confounds = None
+        # one confounds table serves every echo and part of a run (fMRIPrep writes it once)
+        for entities in (base, {**base, "echo": None, "part": None}):
+            confounds = confounds or _companion(folder, entities, "timeseries", (".tsv",),
+                                                ("confounds",))
+            # fMRIPrep < 1.2 naming
+            confounds = confounds or _companion(folder, entities, "regressors", (".tsv",),
+                                                ("confounds",))
         confounds_json = confounds.with_name(confounds.name[: -len(".tsv")] + ".json") if confounds else None
         raw_folder = bids_dir / bold.parent.relative_to(deriv)
         raw_bold = _companion(raw_folder, base, "bold", (".nii.gz", ".nii"), (None,))
-        events = _companion(raw_folder, {**base, "echo": None}, "events", (".tsv",), (None,))
+        events = _companion(raw_folder, {**base, "echo": None, "part": None}, "events", (".tsv",),
+                            (None,))
         metadata: dict[str, Any] = {}
         if raw_bold is not None:
             metadata.update(inherited_metadata(bids_dir, raw_bold))
@@ -236,6 +337,9 @@ def discover_runs(
                 run=_as_run_index(ent.get("run")),
                 space=ent.get("space"),
                 resolution=ent.get("res"),
+                density=ent.get("den"),
+                labels={k: ent[k] for k in RUN_ENTITIES if ent.get(k) is not None
+                        and (k != "run" or _as_run_index(ent[k]) is None)},
                 bold=bold,
                 mask=mask,
                 confounds=confounds,
@@ -245,5 +349,18 @@ def discover_runs(
                 metadata=metadata,
             )
         )
+    _name_spaces(runs)
     runs.sort(key=Run.key)
+    if check_collisions:
+        collisions = find_collisions(runs)
+        if collisions:
+            first, second = collisions[0]
+            more = f" (and {len(collisions) - 1} more such pair(s))" if len(collisions) > 1 else ""
+            raise BadInputError(
+                f"{first} and {second} would write the same outputs "
+                f"({_prefix_of(runs, second)}_*): they name the same run; keep one of them{more}")
     return runs
+
+
+def _prefix_of(runs: list[Run], bold: Path) -> str:
+    return next(run.prefix for run in runs if run.bold == bold)

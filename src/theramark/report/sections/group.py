@@ -1,13 +1,11 @@
-"""Report section of the group statistics: results table, forest plot, spaghetti plots, brain–symptom
-scatter plots, normalization and NBS components on a glass brain.
+"""Report section of the ``longitudinal`` analysis: results table, forest plot, spaghetti plots,
+brain–symptom scatter plots, normalization and NBS components on a glass brain.
 
-The builders only draw tables computed by :mod:`theramark.group.pipeline` (``results`` is
-``ctx.results["group_stats"]``); they compute no statistic.
+The builders only draw the tables :mod:`theramark.group.pipeline` wrote under
+``OUT/group/longitudinal/``; they compute no statistic.
 """
 
 from __future__ import annotations
-
-from importlib import resources
 
 import numpy as np
 import pandas as pd
@@ -69,41 +67,46 @@ def forest_figure(group_time: pd.DataFrame, n_features: int = 20) -> Figure:
                                "effect size of the difference in change with 95% CI.")
 
 
-def spaghetti_figure(wide: pd.DataFrame, feature: str, baseline: str, endpoint: str) -> Figure:
-    """Pre/post values of one feature, one line per participant, one panel per arm."""
+def spaghetti_figure(trajectories: pd.DataFrame, feature: str, sessions: list[str],
+                     arms: list[str]) -> Figure:
+    """Values of one feature over sessions, one line per participant, one panel per group."""
     import matplotlib.pyplot as plt
 
-    data = wide[wide["session"].astype(str).isin([baseline, endpoint])]
-    pivot = data.pivot(index="participant_id", columns="session", values=feature)
-    pivot = pivot.reindex(columns=[baseline, endpoint])
-    arm_of = data.drop_duplicates("participant_id").set_index("participant_id")["group"].astype(str)
-    arms = sorted(arm_of.unique())
-    fig, axes = plt.subplots(1, len(arms), figsize=(2.4 * len(arms) + 0.5, 2.8), sharey=True,
-                             squeeze=False)
-    for k, (ax, arm) in enumerate(zip(axes[0], arms, strict=True)):
+    data = trajectories[trajectories["feature"] == feature]
+    data = data.assign(session=data["session"].astype(str), group=data["group"].astype(str))
+    order = [s for s in sessions if s in set(data["session"])]
+    pivot = data.pivot(index="participant_id", columns="session", values="value").reindex(
+        columns=order)
+    arm_of = data.drop_duplicates("participant_id").set_index("participant_id")["group"]
+    groups = [a for a in arms if a in set(arm_of)] + sorted(set(arm_of) - set(arms))
+    fig, axes = plt.subplots(1, len(groups), figsize=(2.4 * len(groups) + 0.5, 2.8),
+                             sharey=True, squeeze=False)
+    x = np.arange(len(order))
+    for k, (ax, arm) in enumerate(zip(axes[0], groups, strict=True)):
         rows = pivot.loc[arm_of.index[arm_of == arm].intersection(pivot.index)]
         colour = _ARM_COLOURS[k % len(_ARM_COLOURS)]
         for values in rows.to_numpy():
-            ax.plot([0, 1], values, color=colour, alpha=0.35, lw=0.8, marker="o", ms=2)
-        ax.plot([0, 1], rows.mean(axis=0).to_numpy(), color="k", lw=2.2, marker="o")
-        ax.set_xticks([0, 1], [baseline, endpoint])
-        ax.set_title(f"{arm} (n = {rows.dropna().shape[0]})", fontsize=9)
+            ax.plot(x, values, color=colour, alpha=0.35, lw=0.8, marker="o", ms=2)
+        ax.plot(x, rows.mean(axis=0).to_numpy(), color="k", lw=2.2, marker="o")
+        ax.set_xticks(x, order)
+        ax.set_title(f"{arm} (n = {len(rows)})", fontsize=9)
     axes[0][0].set_ylabel(_short(feature), fontsize=8)
     fig.tight_layout()
-    return Figure(fig, caption=f"{_short(feature)}: individual {baseline}→{endpoint} values by arm "
-                               "(thin lines) and the arm mean (black).")
+    return Figure(fig, caption=f"{_short(feature)}: individual values by session and group (thin "
+                               "lines) and the group mean (black).")
 
 
-def scatter_figure(feature_change: pd.DataFrame, symptom_change: pd.Series, feature: str,
-                   symptom: str, r: float, p: float) -> Figure:
+def scatter_figure(points: pd.DataFrame, feature: str, symptom: str, r: float, p: float
+                   ) -> Figure:
+    """Feature change against symptom change (``points``: ``feature_change, symptom_change``)."""
     import matplotlib.pyplot as plt
 
-    both = pd.concat([feature_change[feature], symptom_change], axis=1, join="inner").dropna()
+    both = points[["feature_change", "symptom_change"]].dropna()
     fig, ax = plt.subplots(figsize=(3.6, 3.2))
-    ax.scatter(both.iloc[:, 1], both.iloc[:, 0], s=14, color="#23395d", alpha=0.8)
+    ax.scatter(both["symptom_change"], both["feature_change"], s=14, color="#23395d", alpha=0.8)
     if len(both) > 2:
-        slope, intercept = np.polyfit(both.iloc[:, 1], both.iloc[:, 0], 1)
-        xs = np.linspace(both.iloc[:, 1].min(), both.iloc[:, 1].max(), 10)
+        slope, intercept = np.polyfit(both["symptom_change"], both["feature_change"], 1)
+        xs = np.linspace(both["symptom_change"].min(), both["symptom_change"].max(), 10)
         ax.plot(xs, intercept + slope * xs, color="#c0392b", lw=1.5)
     ax.set_xlabel(f"change in {symptom}")
     ax.set_ylabel(f"change in {_short(feature)}", fontsize=8)
@@ -113,20 +116,18 @@ def scatter_figure(feature_change: pd.DataFrame, symptom_change: pd.Series, feat
                                f"in {symptom} (one point per patient; least-squares line).")
 
 
-def literature_coordinates() -> pd.DataFrame:
-    """ROI centres (MNI mm) of ``theramark/data/literature_rois.tsv``, indexed by ROI name."""
-    path = resources.files("theramark") / "data" / "literature_rois.tsv"
-    with resources.as_file(path) as file:
-        table = pd.read_csv(file, sep="\t")
-    return table.set_index("name")[["x", "y", "z"]]
+def connectome_figure(edges: pd.DataFrame, title: str, coords: pd.DataFrame | None
+                      ) -> Figure | None:
+    """NBS component edges on a glass brain (nilearn ``plot_connectome``).
 
-
-def connectome_figure(edges: pd.DataFrame, title: str) -> Figure | None:
-    """NBS component edges on a glass brain (nilearn ``plot_connectome``); None without coordinates."""
+    ``coords``: ROI centres (``x, y, z`` in MNI mm indexed by name), from the ROI set the study
+    used; None (an atlas without coordinates) gives no figure.
+    """
     import matplotlib.pyplot as plt
     from nilearn import plotting
 
-    coords = literature_coordinates()
+    if coords is None:
+        return None
     nodes = sorted(set(edges["node_a"]) | set(edges["node_b"]))
     known = [n for n in nodes if n in coords.index]
     if len(known) < 2:
@@ -140,107 +141,134 @@ def connectome_figure(edges: pd.DataFrame, title: str) -> Figure | None:
     fig = plt.figure(figsize=(7.5, 3.0))
     plotting.plot_connectome(matrix, coords.loc[known].to_numpy(float), figure=fig, title=title,
                              node_size=20, edge_cmap="coolwarm", colorbar=True)
-    return Figure(fig, caption=f"{title}: component edges (colour: t of the difference in FC "
-                               "change) between literature ROIs.")
+    return Figure(fig, caption=f"{title}: component edges (colour: t of the difference in "
+                               "connectivity change) between the study's ROIs.")
 
 
-def build_sections(results: dict) -> list[Section]:
-    """The group statistics section from ``ctx.results["group_stats"]``."""
-    cfg = results.get("config", {})
-    alpha = float(cfg.get("alpha", 0.05))
-    baseline, endpoint = cfg.get("baseline", "pre"), cfg.get("endpoint", "post")
-    section = Section(id="group-statistics", title="Group statistics: therapy × time",
-                      order=ORDER)
-    harmonization = results.get("harmonization", {})
-    method_text = (
-        "Every feature was modelled as value ~ group × session + covariates with a random "
-        "intercept per participant (REML, as lme4; Satterthwaite degrees of freedom). With two "
-        "sessions and complete pairs the interaction is computed exactly as an OLS of the change "
-        "scores. Effect sizes are Hedges' g of the change scores with 95% CIs. "
-        "Multiple comparisons: Benjamini–Hochberg FDR within each contrast and measure, and "
-        "family-wise error by the max-T permutation test of the change-score model."
-    )
+def methods_text(parameters: dict, summary: dict) -> str:
+    """How the therapy × time models were fitted and corrected, from the recorded parameters."""
+    cfg = parameters.get("longitudinal", {})
+    n_permutations = int(cfg.get("n_permutations", 0) or 0)
+    text = (
+        "Every feature was modelled as value ~ group × session"
+        + (f" + {' + '.join(cfg['covariates'])}" if cfg.get("covariates") else "")
+        + " with a random intercept per participant (REML, as lme4; Satterthwaite degrees of "
+        "freedom). With two sessions and complete pairs the interaction is computed exactly as an "
+        "OLS of the change scores. Effect sizes are Hedges' g of the change scores with 95% CIs. "
+        "Multiple comparisons: Benjamini–Hochberg FDR within each contrast and measure")
+    if n_permutations:
+        text += (f", and family-wise error by the max-T permutation test of the change-score "
+                 f"model ({n_permutations} permutations of participants, seed "
+                 f"{parameters.get('random_state', 0)}).")
+    else:
+        text += "; no permutation test was run ([longitudinal] n_permutations = 0), so no "
+        text += "family-wise error p-values are reported."
+    harmonization = summary.get("harmonization", {})
     if harmonization.get("applied"):
-        method_text += (f" Site effects were removed with {harmonization.get('model')} "
-                        f"(sites {', '.join(map(str, harmonization.get('sites', [])))}; preserved: "
-                        f"{', '.join(harmonization.get('preserved', [])) or 'none'}).")
-    section.add(Text(method_text))
-    group_time = results.get("group_time")
+        text += (f" Site effects were removed with {harmonization.get('model')} "
+                 f"(sites {', '.join(map(str, harmonization.get('sites', [])))}; preserved: "
+                 f"{', '.join(harmonization.get('preserved', [])) or 'none'}; fitted on "
+                 f"{harmonization.get('fit_on', 'all')} rows).")
+    elif harmonization:
+        text += f" No site harmonization ({harmonization.get('reason', 'not applied')})."
+    return text
+
+
+def _coordinates(files) -> pd.DataFrame | None:
+    coords = files.sibling("imaging").table("roi_coordinates")
+    return None if coords is None else coords.set_index("name")[["x", "y", "z"]]
+
+
+def sections(files) -> list[Section]:
+    """The group statistics section from ``OUT/group/longitudinal/``."""
+    parameters, summary = files.parameters, files.summary
+    cfg = parameters.get("longitudinal", {})
+    design = parameters.get("design", {})
+    alpha = float(cfg.get("alpha", 0.05))
+    section = Section(id="group-statistics", title="Imaging: therapy × time", order=ORDER)
+    group_time = files.table("group_time")
     if group_time is None or group_time.empty:
-        section.add(Text("No group × time model could be fitted."))
-        return [section]
-    n_sig = int((group_time["q_fdr"] < alpha).sum()) if "q_fdr" in group_time else 0
-    n_fwe = int((group_time["p_fwe"] < alpha).sum()) if "p_fwe" in group_time else 0
+        return [section.add(Text("No therapy × time model was fitted (see the steps skipped)."))]
+    section.add(Text(methods_text(parameters, summary)))
+    reference = design.get("reference_group", "the reference arm")
+    n_sig = int((group_time["q_fdr"] < alpha).sum())
+    n_fwe = int((group_time["p_fwe"] < alpha).sum())
     section.add(Text(f"{group_time['feature'].nunique()} features × {group_time['arm'].nunique()} "
-                     f"arm contrast(s): {n_sig} significant at FDR q < {alpha}, {n_fwe} at "
-                     f"FWE p < {alpha}."))
-    hypotheses = results.get("hypotheses")
+                     f"arm contrast(s) against {reference}: {n_sig} significant at FDR q < "
+                     f"{alpha}" + (f", {n_fwe} at FWE p < {alpha}." if cfg.get("n_permutations")
+                                   else ".")))
+    hypotheses = files.table("hypotheses")
     if hypotheses is not None and not hypotheses.empty:
         n_confirmed = int((hypotheses["p_fwe"] < alpha).sum())
         section.add(Text(
             f"Confirmatory family: {hypotheses['feature'].nunique()} a priori hypotheses "
-            f"(study.toml [longitudinal] hypotheses), corrected within the family only: "
+            f"([longitudinal] hypotheses), corrected within the family only: "
             f"{n_confirmed} arm contrast(s) at FWE p < {alpha}."))
+        section.add(forest_figure(hypotheses))
         confirmatory = results_table(hypotheses, alpha, sort=False)
         confirmatory.caption = (
             "A priori hypotheses: arm minus reference in mean change from baseline; q: "
             "Benjamini–Hochberg within the family of each contrast; p_fwe: max-T permutation "
             "over the hypotheses (endpoint contrast).")
+        confirmatory.source = files.relative("hypotheses")
         section.add(confirmatory)
-        section.add(forest_figure(hypotheses))
         section.add(Text("Exploratory family: every feature, corrected over all of them."))
-    section.add(results_table(group_time, alpha))
     section.add(forest_figure(group_time))
+    table = results_table(group_time, alpha)
+    table.source = files.relative("group_time")
+    section.add(table)
 
-    wide = results.get("wide")
-    if wide is not None:
-        significant = group_time[group_time["q_fdr"] < alpha].sort_values("p")
-        label = "significant (FDR)"
-        if significant.empty:
-            significant = group_time.sort_values("p")
-            label = "strongest (none significant)"
-        for feature in significant["feature"].drop_duplicates().head(4):
-            figure = spaghetti_figure(wide, feature, baseline, endpoint)
-            figure.caption = f"[{label}] " + figure.caption
+    trajectories = files.table("trajectories")
+    if trajectories is not None and len(trajectories):
+        sessions = design.get("sessions", [])
+        groups = design.get("groups", [])
+        for feature in trajectories.sort_values("rank")["feature"].drop_duplicates():
+            selection = trajectories.loc[trajectories["feature"] == feature, "selection"].iloc[0]
+            figure = spaghetti_figure(trajectories, feature, sessions, groups)
+            figure.caption = f"[{selection}] " + figure.caption
             section.add(figure)
 
-    if "emmeans" in results:
-        emm = results["emmeans"].assign(feature=lambda d: d["feature"].map(_short))
-        section.add(Table(emm.head(60), caption="Estimated marginal means (group × session, "
-                                                "REML mixed model) of the FDR-significant "
-                                                "features, with 95% CIs."))
-    if "normalization" in results:
-        norm = results["normalization"]
-        top = norm.sort_values("p").head(30).assign(feature=lambda d: d["feature"].map(_short))
+    emmeans = files.table("emmeans")
+    if emmeans is not None:
+        section.add(Table(emmeans.assign(feature=lambda d: d["feature"].map(_short)),
+                          caption="Estimated marginal means (group × session, REML mixed model) "
+                                  "of the FDR-significant features, with 95% CIs.",
+                          source=files.relative("emmeans")))
+    norm = files.table("normalization")
+    if norm is not None:
+        top = norm.sort_values("p").assign(feature=lambda d: d["feature"].map(_short))
         section.add(Table(top[["feature", "arm", "n", "distance_pre", "distance_post",
                                "percent_normalized", "fraction_closer", "statistic", "p"]],
                           caption="Normalization: distance of each arm's mean to the healthy-"
                                   "control mean (control-SD units) before and after, percent "
-                                  "normalized, and the paired test of per-patient distance."))
-    if "links" in results:
-        links = results["links"]
+                                  "normalized, and the paired test of per-patient distance.",
+                          source=files.relative("normalization")))
+    links = files.table("links")
+    if links is not None:
         section.add(Table(
-            links.sort_values("p").head(30).assign(feature=lambda d: d["feature"].map(_short))[
+            links.sort_values("p").assign(feature=lambda d: d["feature"].map(_short))[
                 ["symptom", "feature", "n", "r", "ci_low", "ci_high", "p", "q_fdr",
                  "p_permutation", "p_fwe"]],
             caption="Brain–symptom links: correlation of feature change with symptom change "
-                    "(partial when covariates are set); permutation and max-T FWE p-values."))
-        change = results.get("feature_change")
-        symptoms = results.get("symptom_change")
-        if change is not None and symptoms is not None:
-            for row in links.sort_values("p").head(3).itertuples():
-                section.add(scatter_figure(change, symptoms[row.symptom], row.feature,
-                                           row.symptom, row.r, row.p))
-    if "nbs_components" in results:
-        components = results["nbs_components"]
-        section.add(Table(components, caption="Network-based statistic on FC change (arm vs "
-                                              "reference): components and FWE p-values."))
-        edges = results.get("nbs_edges")
+                    "(partial when covariates are set); permutation and max-T FWE p-values.",
+            source=files.relative("links")))
+        points = files.table("link_points")
+        if points is not None:
+            for (feature, symptom), sub in points.groupby(["feature", "symptom"], sort=False):
+                row = links[(links["feature"] == feature) & (links["symptom"] == symptom)].iloc[0]
+                section.add(scatter_figure(sub, feature, symptom, row["r"], row["p"]))
+    components = files.table("nbs_components")
+    if components is not None:
+        section.add(Table(components, caption="Network-based statistic on connectivity change "
+                                              "(arm vs reference): components and FWE p-values.",
+                          source=files.relative("nbs_components")))
+        edges = files.table("nbs_edges")
+        coords = _coordinates(files)
         if edges is not None:
             for (contrast, component), sub in edges.groupby(["contrast", "component"]):
                 if sub["p_fwe"].iloc[0] >= alpha:
                     continue
-                figure = connectome_figure(sub, f"NBS {contrast}, component {component}")
+                figure = connectome_figure(sub, f"NBS {contrast}, component {component}", coords)
                 if figure is not None:
                     section.add(figure)
     return [section]

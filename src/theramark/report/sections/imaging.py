@@ -1,7 +1,7 @@
-"""Report sections of the imaging stages: QC (order 10) and connectivity/activation (order 30).
+"""Report sections of the imaging analyses: QC (order 10) and connectivity/activation (order 30).
 
-The builders take tables and images the imaging stage already computed (see
-:func:`theramark.imaging.participant.qc_group_step` and ``imaging_group_step``) and only draw them.
+The builders read what :mod:`theramark.imaging.group` wrote under ``OUT/group/qc/`` and
+``OUT/group/imaging/`` and only draw it.
 """
 
 from __future__ import annotations
@@ -24,8 +24,16 @@ def _plt():
     return plt
 
 
-def qc_sections(qc: pd.DataFrame, runs: pd.DataFrame, qc_fc: pd.DataFrame | None = None
-                ) -> list[Section]:
+def qc_sections(files) -> list[Section]:
+    """The QC section from ``OUT/group/qc/`` (nothing when the study has no imaging)."""
+    qc, runs = files.table("qc"), files.table("runs")
+    if qc is None or runs is None:
+        return []
+    return _qc_sections(qc, runs, files.table("qc_fc"), files.parameters.get("qc_rules", {}))
+
+
+def _qc_sections(qc: pd.DataFrame, runs: pd.DataFrame, qc_fc: pd.DataFrame | None,
+                 rules: Mapping[str, Any]) -> list[Section]:
     """The QC section: motion, censoring, tSNR, exclusions, failed runs and QC-FC.
 
     Parameters
@@ -36,16 +44,27 @@ def qc_sections(qc: pd.DataFrame, runs: pd.DataFrame, qc_fc: pd.DataFrame | None
         The runs table (``participant_runs.tsv``).
     qc_fc : DataFrame, optional
         ``edge, r, p`` from :func:`theramark.imaging.qc.qc_fc`.
+    rules : mapping
+        The ``[qc]`` exclusion rules used.
     """
     section = Section(id="imaging-qc", title="Imaging quality control", order=10)
     n_runs = len(runs)
     counts = runs["status"].value_counts().to_dict() if n_runs else {}
+    # each run's last real status; "reused" (outputs kept from an earlier attempt with the same
+    # parameters) is a separate column, counted apart; older tables may hold other statuses
+    statuses = ["ok", "excluded", "failed", *sorted(set(counts) - {"ok", "excluded", "failed"})]
+    labels = {"excluded": "excluded by QC"}
+    reused = (int(runs["reused"].astype(str).str.lower().isin(["true", "1"]).sum())
+              if n_runs and "reused" in runs else 0)
     section.add(Text(
         f"{n_runs} functional runs were attempted: "
-        + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "skipped", "excluded", "failed"))
+        + ", ".join(f"{counts.get(s, 0)} {labels.get(s, s)}" for s in statuses)
+        + (f" ({reused} of them reused from an earlier attempt with the same parameters and "
+           "inputs)" if reused else "")
         + ". Framewise displacement (FD, Power et al. 2012) and DVARS come from the fMRIPrep "
-        "confounds; tSNR is the median voxel temporal SNR over kept volumes. Exclusion rules follow "
-        "Parkes et al. (2018) lenient criteria unless the study config changes them."
+        "confounds; tSNR is the median voxel temporal SNR over kept volumes. A run was excluded "
+        "when it broke any of these rules: "
+        + "; ".join(f"{k} = {v}" for k, v in rules.items() if v is not None) + "."
     ))
     if len(qc):
         plt = _plt()
@@ -123,13 +142,38 @@ def _connectome_figure(edges: pd.Series, coords: pd.DataFrame | None, title: str
     return fig
 
 
-def imaging_sections(summary: Mapping[str, Any]) -> list[Section]:
+def imaging_sections(files) -> list[Section]:
+    """Connectivity, dynamic FC and task activation sections from ``OUT/group/imaging/``."""
+    import nibabel as nib
+
+    if not files.exists:
+        return []
+
+    def edges(name: str) -> pd.Series | None:
+        table = files.table(name)
+        return None if table is None else table.set_index("feature")["value"]
+
+    coords = files.table("roi_coordinates")
+    summary = {
+        "example": ((files.summary.get("example_run", ""), edges("example_fc"))
+                    if files.has("example_fc") else None),
+        "fc_mean": edges("fc_mean"), "dfc_mean": edges("dfc_mean"),
+        "n_fc": files.summary.get("n_fc_runs"),
+        "activation": files.table("activation"),
+        "maps": {label: nib.load(files.folder / f"mean_{label}_effect.nii.gz")
+                 for label in files.summary.get("maps", [])},
+        "coords": None if coords is None else coords.set_index("name")[["x", "y", "z"]],
+    }
+    return _imaging_sections(summary)
+
+
+def _imaging_sections(summary: Mapping[str, Any]) -> list[Section]:
     """Connectivity, dynamic FC and task activation sections (order 30).
 
     Parameters
     ----------
     summary : mapping
-        Built by ``imaging_group_step``: ``example`` (label, Series of one run's FC edges),
+        ``example`` (label, Series of one run's FC edges),
         ``fc_mean`` (Series, group-mean Fisher z by edge), ``n_fc`` (runs averaged),
         ``dfc_mean`` (Series), ``activation`` (DataFrame ``roi, contrast, mean, sem, n``),
         ``maps`` (``{contrast label: mean effect image}``), ``coords`` (DataFrame ``x, y, z``
@@ -169,7 +213,7 @@ def imaging_sections(summary: Mapping[str, Any]) -> list[Section]:
         ))
         plt = _plt()
         if activation is not None and len(activation):
-            for contrast, group in activation.groupby("contrast"):
+            for contrast, group in activation.groupby("contrast", sort=False):
                 fig, ax = plt.subplots(figsize=(max(5, 0.25 * len(group)), 3))
                 ax.bar(range(len(group)), group["mean"], yerr=group["sem"], color="#4a78b5")
                 ax.set_xticks(range(len(group)), group["roi"], rotation=90, fontsize=7)

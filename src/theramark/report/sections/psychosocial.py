@@ -171,8 +171,41 @@ def _mediation_text(name: str, result: pd.DataFrame) -> str:
     return text
 
 
-def build_sections(results: dict[str, Any]) -> list[Section]:
-    """Sections for the psychosocial results of :func:`theramark.psychosocial.pipeline.group_step`."""
+#: Result attributes stored as tables of their own (``<result>_<attribute>.tsv``).
+_TABLE_ATTRIBUTES = ("coefficients", "johnson_neyman", "curve", "profile", "davies")
+
+
+def load_results(files) -> dict[str, Any]:
+    """The psychosocial results as written: tables with their ``attrs``, and skipped reasons."""
+    names = files.names()
+    results: dict[str, Any] = {}
+    attrs = files.summary.get("attrs", {})
+    for name in names:
+        if any(name.endswith(f"_{key}") for key in _TABLE_ATTRIBUTES):
+            continue
+        table = files.table(name)
+        table.attrs.update(attrs.get(name, {}))
+        for key in _TABLE_ATTRIBUTES:
+            if f"{name}_{key}" in names:
+                table.attrs[key] = files.table(f"{name}_{key}")
+        results[name] = table
+    results["skipped"] = {entry["step"]: entry["reason"] for entry in files.skipped}
+    if "network_note" in files.summary:
+        results["network_note"] = files.summary["network_note"]
+    return results
+
+
+def sections(files) -> list[Section]:
+    """The psychosocial sections from ``OUT/group/psychosocial/``."""
+    if not files.exists:
+        return []
+    cfg = files.parameters.get("psychosocial", {})
+    return build_sections(load_results(files),
+                          gamma=float(cfg.get("network", {}).get("gamma", 0.5)))
+
+
+def build_sections(results: dict[str, Any], gamma: float = 0.5) -> list[Section]:
+    """Sections for the psychosocial results (tables with their ``attrs``, ``skipped`` reasons)."""
     sections: list[Section] = []
     skipped = results.get("skipped", {})
 
@@ -209,17 +242,12 @@ def build_sections(results: dict[str, Any]) -> list[Section]:
         sections.append(mod)
 
     if "network" in results:
-        try:
-            from theramark.report.sections.psychosocial_network import network_sections
+        from theramark.report.sections.psychosocial_network import network_sections
 
-            sections.extend(network_sections(
-                results["network"], results["centrality"],
-                stability_summary=results.get("network_stability"),
-                title="Psychosocial network"))
-        except ImportError:
-            net = Section(id="psychosocial-network", title="Psychosocial network", order=62)
-            net.add(Table(results["centrality"], caption="Centrality per node"))
-            sections.append(net)
+        sections.extend(network_sections(
+            results["network"], results["centrality"],
+            stability_summary=results.get("network_stability"),
+            title="Psychosocial network", gamma=gamma))
     elif "network" in skipped:
         sections.append(Section(id="psychosocial-network", title="Psychosocial network",
                                 order=62, blocks=[Text(f"Network skipped: {skipped['network']}")]))
@@ -243,7 +271,7 @@ def build_sections(results: dict[str, Any]) -> list[Section]:
         ema.add(Text(f"Multilevel model (REML, random intercept and within-person slope). "
                      f"{table.attrs['note']}."))
         ema.add(Table(table, caption="Fixed effects"))
-    if "ema_compliance" in results:
+    if "ema_compliance" in results and "summary" in results["ema_compliance"].attrs:
         s = results["ema_compliance"].attrs["summary"]
         ema.add(Text(f"Compliance: mean {s['mean']:.0%}, median {s['median']:.0%}, range "
                      f"{s['min']:.0%}–{s['max']:.0%} over {s['n_participants']} participants."))

@@ -33,7 +33,7 @@ def network_sections(network: pd.DataFrame, centrality_table: pd.DataFrame,
                      edge_intervals: pd.DataFrame | None = None,
                      communities: Mapping[str, object] | None = None,
                      comparison: Mapping[str, object] | None = None,
-                     title: str = "Symptom network") -> list[Section]:
+                     title: str = "Symptom network", gamma: float = 0.5) -> list[Section]:
     """Sections describing an EBICglasso network, its centrality and stability.
 
     Parameters
@@ -51,13 +51,15 @@ def network_sections(network: pd.DataFrame, centrality_table: pd.DataFrame,
         Colours nodes in the network plot.
     comparison : dict, optional
         Result of :func:`network_comparison_test`.
+    gamma : float
+        The EBIC hyperparameter the network was estimated with (stated in the methods text).
 
     Returns
     -------
     list of Section
         One section (id ``psychosocial-network``, order 62).
     """
-    from theramark.psychosocial.network_plot import plot_centrality, plot_network, plot_stability
+    from theramark.report.network_plot import plot_centrality, plot_network, plot_stability
 
     section = Section(id="psychosocial-network", title=title, order=ORDER)
     attrs = network.attrs
@@ -68,7 +70,7 @@ def network_sections(network: pd.DataFrame, centrality_table: pd.DataFrame,
     lam = attrs.get("lambda")
     text = (
         f"A Gaussian graphical model of {p} nodes was estimated with the graphical lasso, the tuning "
-        "parameter selected by the extended Bayesian information criterion (EBICglasso, γ = 0.5, "
+        f"parameter selected by the extended Bayesian information criterion (EBICglasso, γ = {gamma:g}, "
         "100 λ values with λ_min/λ_max = 0.01, as in R's qgraph; Epskamp & Fried 2018) from "
         f"{corr} correlations"
         + (f" of {n_obs} complete cases" if n_obs is not None else "")

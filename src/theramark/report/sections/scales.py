@@ -57,6 +57,23 @@ def trajectory_figure(scores: pd.DataFrame, summary: pd.DataFrame, instrument: s
                                "group means with 95% confidence intervals (t distribution).")
 
 
+def sections(files) -> list[Section]:
+    """The scales section from ``OUT/group/scales/``."""
+    if not files.exists:
+        return []
+    summary = files.summary
+    scores = {ident: files.table(f"scores_{ident}") for ident in summary.get("instruments", [])}
+    outcome_table = files.table("outcomes")
+    if outcome_table is None:
+        outcome_table = pd.DataFrame()
+    outcome_table.attrs.update(summary.get("outcome_definition", {}))
+    flags = files.table("flags")
+    return build_sections(scores, outcome_table,
+                          flags if flags is not None else pd.DataFrame(),
+                          summary.get("primary"), trajectory=files.table("trajectory"),
+                          rates=files.table("rates"))
+
+
 def build_sections(scores: dict[str, pd.DataFrame], outcome_table: pd.DataFrame,
                    flags: pd.DataFrame, primary: str | None,
                    trajectory: pd.DataFrame | None = None,

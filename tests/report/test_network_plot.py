@@ -9,7 +9,8 @@ import pytest
 
 from theramark.errors import BadInputError
 from theramark.psychosocial.network import centrality
-from theramark.psychosocial.network_plot import (
+from theramark.report import Report
+from theramark.report.network_plot import (
     NEGATIVE_EDGE,
     POSITIVE_EDGE,
     plot_centrality,
@@ -17,7 +18,6 @@ from theramark.psychosocial.network_plot import (
     plot_stability,
     spring_layout,
 )
-from theramark.report import Report
 from theramark.report.sections.psychosocial_network import network_sections
 
 NODES = ["lonely", "sleep", "mood", "worry"]
@@ -78,3 +78,19 @@ def test_report_section_renders(network, summary, tmp_path):
     path = Report("test").add(*sections).write(tmp_path / "report.html")
     text = path.read_text()
     assert "EBICglasso" in text and "CS(cor" in text and "data:image/png;base64" in text
+
+
+def test_spring_layout_keeps_nodes_apart_when_one_is_isolated():
+    """An isolated node used to fly off and, once the picture was scaled to fit it, the other
+    eight collapsed onto one point (the demo's psychosocial network)."""
+    rng = np.random.default_rng(0)
+    weights = np.zeros((9, 9))
+    for i in range(8):
+        for j in range(i + 1, 8):
+            if rng.random() < 0.5:
+                weights[i, j] = weights[j, i] = rng.uniform(0.05, 0.4)
+    pos = spring_layout(weights)
+    distance = np.sqrt(((pos[:, None] - pos[None]) ** 2).sum(-1))
+    np.fill_diagonal(distance, np.inf)
+    assert distance.min() > 0.1
+    assert np.abs(pos).max() == pytest.approx(1.0)

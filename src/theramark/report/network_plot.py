@@ -51,12 +51,17 @@ def spring_layout(weights: np.ndarray, n_iter: int = 500, random_state: int = 0)
     np.fill_diagonal(A, 0.0)
     k = np.sqrt(4.0 / p)
     temperature = 0.2
+    # A weak pull towards the centre keeps nodes without edges (and separate components) near the
+    # rest: without it they drift away, and scaling the picture to fit them collapses the others
+    # onto one point.
+    gravity = 0.1 / k
     for step in range(n_iter):
         delta = pos[:, None, :] - pos[None, :, :]
         dist = np.sqrt((delta ** 2).sum(axis=2)) + 1e-9
         repulsion = (k * k / dist ** 2)[:, :, None] * delta   # delta is 0 on the diagonal
         attraction = (A * dist / k)[:, :, None] * delta
-        force = (repulsion - attraction).sum(axis=1)
+        force = (repulsion - attraction).sum(axis=1) - gravity * pos * np.sqrt(
+            (pos ** 2).sum(axis=1, keepdims=True))
         length = np.sqrt((force ** 2).sum(axis=1, keepdims=True)) + 1e-12
         t = temperature * (1.0 - step / n_iter)
         pos += force / length * np.minimum(length, t)

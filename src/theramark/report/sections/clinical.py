@@ -1,0 +1,31 @@
+"""Report section of the ``clinical`` analysis: therapy × time on every questionnaire total."""
+
+from __future__ import annotations
+
+from theramark.report.document import Section, Table, Text
+
+ORDER = 21
+
+
+def sections(files) -> list[Section]:
+    """Symptom change by arm against the reference arm, from ``OUT/group/clinical/``."""
+    table = files.table("therapy_time") if files.exists else None
+    if table is None:
+        return []
+    design = files.parameters.get("design", {})
+    section = Section("clinical", "Symptoms: therapy × time", order=ORDER)
+    section.add(Text(
+        f"Each questionnaire total was modelled as total ~ group × session with a random "
+        f"intercept per participant (REML, Satterthwaite degrees of freedom; the exact "
+        f"change-score OLS when every participant has both sessions). The estimate is the "
+        f"difference between an arm and {design.get('reference_group', 'the reference arm')} in "
+        f"mean change from {design.get('baseline', 'baseline')}; negative values mean more "
+        f"improvement on scales where higher is worse. q: Benjamini–Hochberg over the "
+        f"instruments of each contrast. Healthy controls are not in these models."))
+    columns = ["instrument", "arm", "session", "estimate", "ci_low", "ci_high", "p", "q_fdr",
+               "hedges_g", "hedges_g_ci_low", "hedges_g_ci_high", "n_arm", "n_reference",
+               "method"]
+    section.add(Table(table[[c for c in columns if c in table.columns]],
+                      caption="Arm minus reference in mean change of each total, with 95% CI",
+                      source=files.relative("therapy_time")))
+    return [section]
