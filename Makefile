@@ -32,6 +32,19 @@ $(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
 
 bids-validator: .tools/node_modules/.bin/bids-validator
 
+# pybids' test datasets (its source distribution from the package index, unpacked) for the
+# external-datasets regression test. Optional: if the download fails that test skips with the reason.
+PYBIDS_VERSION ?= 0.22.0
+.tools/pybids: | $(BIN)/python
+	@mkdir -p .tools
+	-@rm -rf .tools/pybids-sdist .tools/pybids.tmp; \
+	  $(PIP) download --quiet --no-deps --no-binary :all: pybids==$(PYBIDS_VERSION) -d .tools/pybids-sdist \
+	    >/dev/null 2>&1 \
+	  && mkdir .tools/pybids.tmp \
+	  && tar -xzf .tools/pybids-sdist/pybids-$(PYBIDS_VERSION).tar.gz -C .tools/pybids.tmp --strip-components=1 \
+	  && mv .tools/pybids.tmp $@ \
+	  || { rm -rf .tools/pybids.tmp; echo "note: could not download the pybids sdist; the external-datasets test will skip"; }
+
 # Headless Chromium (Debian's package) for the report-in-a-browser test. Installed only when
 # missing and make runs as root with apt-get; otherwise that test skips with the reason.
 browser:
@@ -42,7 +55,7 @@ browser:
 demo: $(VENV)/.stamp-install
 	$(BIN)/theramark demo $(DEMO_DIR)
 
-test: $(VENV)/.stamp-test bids-validator browser
+test: $(VENV)/.stamp-test bids-validator browser .tools/pybids
 	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.stamp-test

@@ -9,8 +9,13 @@ from theramark.config import format_toml, load_config, resolve
 
 
 def _init(args: argparse.Namespace) -> int:
+    from theramark import paths
     from theramark.configure import find_tasks, write_study_config
 
+    paths.input_dir(args.bids_dir, "BIDS folder")
+    if args.fmriprep_dir is not None:
+        paths.input_dir(args.fmriprep_dir, "fMRIPrep folder")
+    paths.output_file(args.output, "config file")
     path = write_study_config(args.bids_dir, args.output, force=args.force,
                               fmriprep_dir=args.fmriprep_dir)
     level = "participant" if find_tasks(args.bids_dir, args.fmriprep_dir) else "group"
@@ -22,6 +27,10 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    if args.file is not None:
+        from theramark.paths import input_file
+
+        input_file(args.file, "config file")
     config = load_config(args.file)
     header = (f"{args.file}, resolved: every key, defaults filled in" if args.file
               else "the defaults of every key")

@@ -122,6 +122,32 @@ def run_group_level(
 
 
 def _run(args: argparse.Namespace) -> int:
+    from theramark import paths
+
+    paths.input_dir(args.bids_dir, "BIDS folder")
+    fmriprep = args.fmriprep_dir or Path(args.bids_dir) / "derivatives" / "fmriprep"
+    if args.fmriprep_dir is not None or fmriprep.exists():
+        paths.input_dir(fmriprep, "fMRIPrep folder")
+    if args.config is not None:
+        paths.input_file(args.config, "config file")
+    if args.level == "participant":
+        # every folder a run will write (OUT/sub-<label>[/ses-<label>]/func), checked before any
+        # run starts: a file in the way would otherwise fail each run
+        labels = {f"sub-{label.removeprefix('sub-')}" for label in args.participant_label or []}
+        folders = []
+        for source in (Path(args.bids_dir), fmriprep):
+            for subject in sorted(source.glob("sub-*")) if source.is_dir() else []:
+                if not subject.is_dir() or (labels and subject.name not in labels):
+                    continue
+                sessions = [s for s in sorted(subject.glob("ses-*")) if s.is_dir()]
+                folders += [f"{subject.name}/{s.name}/func" for s in sessions
+                            if (s / "func").is_dir()]
+                if (subject / "func").is_dir():
+                    folders.append(f"{subject.name}/func")
+        paths.output_subdirs(args.out_dir, folders)
+    else:
+        paths.output_subdirs(args.out_dir, ["group"])
+        paths.output_file(Path(args.out_dir) / "report.html", "report file")
     config = load_config(args.config)
     if args.level == "participant":
         from theramark.imaging.participant import run_participant_level
@@ -262,6 +288,12 @@ def run_demo(out_dir: str | Path, preset: str = "demo", seed: int = 0, n_jobs: i
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from theramark import paths
+
+    out = Path(args.out_dir)
+    paths.output_subdirs(out, ["bids", "derivatives/group"])
+    paths.output_file(out / "study.toml", "config file")
+    paths.output_file(out / "derivatives" / "report.html", "report file")
     report = run_demo(args.out_dir, preset=args.preset, seed=args.seed, n_jobs=args.n_jobs,
                       n_per_group=args.n_per_group)
     print(f"\nReport: {report.resolve()}\nOpen it in a browser, e.g. file://{report.resolve()}")
@@ -269,8 +301,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from theramark import paths
     from theramark.report import build_report
 
+    paths.input_dir(args.out_dir, "output folder")
+    paths.output_file(Path(args.out_dir) / "report.html", "report file")
     report = build_report(args.out_dir)
     print(f"Report: {report.resolve()}")
     return 0

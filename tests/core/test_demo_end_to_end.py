@@ -41,3 +41,10 @@ def test_demo_writes_every_section_and_resumes(tmp_path: Path, capsys):
     assert "reusing the simulated study" in capsys.readouterr().out
     rerun = pd.read_csv(out / "derivatives" / "participant_runs.tsv", sep="\t")
     assert rerun["reused"].all() and (rerun["status"] == runs["status"]).all()
+    # config init on the demo study writes a config that runs (nothing of the demo is built in)
+    config = tmp_path / "inferred.toml"
+    assert main(["config", "init", str(out / "bids"), "-o", str(config)]) == 0
+    text = config.read_text()
+    assert 'reference_group = "waitlist"' in text and 'control_group = "HC"' in text
+    assert main(["run", str(out / "bids"), str(out / "derivatives"), "group",
+                 "--config", str(config)]) == 0

@@ -54,7 +54,9 @@ def test_run_on_missing_dataset_is_bad_input(tmp_path: Path, capsys):
     code = main(["run", str(tmp_path / "none"), str(tmp_path / "out"), "group"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "participants.tsv: file not found" in err and "Traceback" not in err
+    # checked before any work (theramark.paths): the folder itself is named
+    assert f"{tmp_path / 'none'}: BIDS folder not found" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_group_level_before_participant_level_is_bad_input(tmp_path: Path, capsys):

@@ -69,6 +69,11 @@ def test_group_step_scores_writes_and_reports(tmp_path):
     assert [s.order for s in sections] == [20]
     html = Report().add(*sections).to_html()
     assert "Scoring flags" in html and "data:image/png;base64" in html
+    # pss10 has no problem: an empty flag read back from its TSV is not a problem
+    import re
+
+    row = re.search(r"<td>pss10</td>(.*?)</tr>", html, re.S).group(1)
+    assert re.findall(r"<td>(\d+)</td>", row)[-1] == "0"
 
 
 def test_group_step_respects_config_and_empty_study(tmp_path):

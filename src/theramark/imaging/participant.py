@@ -665,7 +665,20 @@ def _run_joblib(runs, out, settings, resume, n_jobs) -> list[dict]:
                 for run in progress(runs, desc="participant level", unit="run")]
     jobs = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")(
         delayed(process_run)(run, out, settings, resume) for run in runs)
-    return list(progress(jobs, desc="participant level", total=len(runs), unit="run"))
+    try:
+        return list(progress(jobs, desc="participant level", total=len(runs), unit="run"))
+    except BaseException:
+        # Ctrl-C or SIGTERM (theramark.cli.Terminated) while waiting: closing the generator now
+        # (not whenever the traceback that holds it is freed) makes joblib abort, which kills the
+        # loky workers instead of leaving them to finish their runs, or idle for minutes, after
+        # this process has gone. Finished runs keep their outputs (a rerun resumes). joblib's
+        # warning that tasks were cancelled is expected here, and not for the user.
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            jobs.close()
+        raise
 
 
 def _run_dask(runs, out, settings, resume, scheduler) -> list[dict]:
@@ -686,6 +699,9 @@ def _run_dask(runs, out, settings, resume, scheduler) -> list[dict]:
                                                        desc="participant level (dask)",
                                                        total=len(futures), unit="run")]
     finally:
+        # also on Ctrl-C or SIGTERM (theramark.cli.Terminated): closing the client releases its
+        # futures, so the scheduler drops this command's runs that have not started (finished
+        # ones keep their outputs); the workers belong to the cluster and stay up
         client.close()
 
 

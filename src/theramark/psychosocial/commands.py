@@ -44,7 +44,25 @@ def _emit(args: argparse.Namespace, table: pd.DataFrame, parameters: dict, index
     return 0
 
 
+#: The tables each analysis writes beside ``-o OUT.tsv`` (``OUT_<name>.tsv``), see :func:`_emit`.
+_EXTRA_TABLES = {"mediate": ("coefficients",), "moderate": ("curve", "johnson_neyman"),
+                 "breakpoint": (), "network": ("centrality",), "ema": ("compliance",)}
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Check the input table and every file ``-o`` will write before the analysis runs."""
+    from theramark.paths import input_file, output_file
+
+    input_file(args.data, "data table")
+    if args.output:
+        out = output_file(args.output)
+        output_file(out.with_suffix(".json"), "sidecar file")
+        for suffix in _EXTRA_TABLES.get(args.psychosocial_command, ()):
+            output_file(out.with_name(f"{out.stem}_{suffix}.tsv"))
+
+
 def _read(args: argparse.Namespace) -> pd.DataFrame:
+    _check_paths(args)
     return read_tsv(args.data, dtype={"participant_id": str})
 
 

@@ -53,15 +53,23 @@ class Table:
     source: str = ""
     visible_rows: int = 12
 
+    def _number(self, value: float) -> str:
+        if value != value:  # NaN
+            return "–"
+        return (f"{value:.{self.digits}g}" if abs(value) < 1e-3 and value != 0
+                else f"{value:.{self.digits}f}")
+
     def _html(self, frame: pd.DataFrame) -> str:
-        return frame.to_html(
-            index=self.index, float_format=lambda v: f"{v:.{self.digits}g}" if abs(v) < 1e-3 and v != 0
-            else f"{v:.{self.digits}f}", na_rep="–", border=0, classes="data", escape=True,
-        )
+        return frame.to_html(index=self.index, float_format=self._number, na_rep="–", border=0,
+                             classes="data", escape=True)
 
     def to_html(self) -> str:
         frame = self.data
-        link = (f" <a class='tsv' href='{html.escape(self.source)}'>all {len(frame)} rows (TSV)</a>"
+        if len(frame) == 1 and frame.shape[1] > 8 and not self.index:
+            # one wide row reads better, and fits the page, as a column of name/value pairs
+            values = [self._number(v) if isinstance(v, float) else v for v in frame.iloc[0]]
+            frame = pd.DataFrame({"": frame.columns.astype(str), "value": values})
+        link = (f" <a class='tsv' href='{html.escape(self.source)}'>full table (TSV)</a>"
                 if self.source else "")
         cap = (f"<figcaption>{html.escape(self.caption)}{link}</figcaption>"
                if self.caption or link else "")
@@ -155,7 +163,7 @@ nav a{margin-right:1.2em;color:#23395d;text-decoration:none;font-size:.92em;whit
 display:inline-block}
 main{max-width:1100px;margin:auto;padding:1em 2em 4em;box-sizing:border-box}
 section{background:#fff;border:1px solid #e3e6ea;border-radius:6px;padding:1em 1.5em;margin:1.2em 0;
-min-width:0;overflow-wrap:anywhere}
+min-width:0;overflow-wrap:break-word}
 section#summary{border-left:6px solid #23395d}section#summary li{margin:.3em 0}
 ul.detail{font-size:.88em;color:#333;margin:.2em 0}ul.detail li{margin:.1em 0}
 details summary{cursor:pointer;color:#23395d;font-size:.85em;margin:.3em 0}
@@ -166,7 +174,8 @@ table.data{border-collapse:collapse;font-size:.85em}
 table.data th,table.data td{padding:.25em .6em;border-bottom:1px solid #eee;text-align:right}
 table.data th{background:#f2f4f7}
 .scroll{overflow-x:auto;max-width:100%}.note{font-size:.85em;color:#777}
-table.data td{max-width:32em}
+table.data td{max-width:32em}table.data th{overflow-wrap:normal}
+table.data td+td{white-space:nowrap}table.data td:first-child{overflow-wrap:anywhere}
 footer{color:#777;font-size:.8em;text-align:center;padding:2em}
 """
 

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from theramark._io import provenance, read_tsv, write_json, write_tsv
+from theramark._io import atomic_path, provenance, read_tsv, write_json, write_tsv
 from theramark.errors import BadInputError
+from theramark.paths import input_file, output_file
 
 if TYPE_CHECKING:
-    from theramark.scales.definitions import InstrumentLibrary
+    from theramark.scales.definitions import Instrument, InstrumentLibrary
 
 
 def read_item_map(path: str | Path) -> dict[str, str]:
@@ -61,31 +66,87 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from theramark.scales.engine import score
-
+    input_file(args.items_tsv, "items table")
+    if args.items:
+        input_file(args.items, "item map")
+    output_file(args.output)
+    output_file(Path(args.output).with_suffix(".json"), "sidecar file")
     library = _library(args)
     instrument = library.get(args.instrument, args.scoring)
-    table = read_tsv(args.items_tsv, dtype={"participant_id": str, "session": str})
     mapping = read_item_map(args.items) if args.items else None
-    scores = score(instrument, table, errors=args.errors, items=mapping, source=str(args.items_tsv))
     out = Path(args.output)
-    write_tsv(out, scores)
-    parameters = {"instrument": scores.attrs["instrument"], "scoring": scores.attrs["scoring"],
-                  "errors": args.errors, "items": mapping}
-    inputs = {"items": args.items_tsv}
-    definition = library.path(instrument.id)
-    if definition is not None:  # a study's own instrument: record (and hash) its definition
-        parameters["instrument_file"] = str(definition)
-        inputs["instrument"] = definition
-    write_json(out.with_suffix(".json"), provenance(parameters, inputs=inputs))
-    flagged = scores[scores["flags"] != ""]
-    keys = ["participant_id", "session"] if "session" in scores.columns else ["participant_id"]
-    print(f"scored {int(scores['scored'].sum())} of {len(scores)} rows -> {out}")
-    if len(flagged):
-        print(f"{len(flagged)} row(s) with problems:")
-        for row in flagged[[*keys, "flags"]].itertuples(index=False):
-            print("  " + ", ".join(str(v) for v in row[:-1]) + ": " + row[-1])
+    source = str(args.items_tsv)
+    keys: list[str] = []
+    n_rows = n_scored = n_flagged = 0
+    # Flagged rows are listed after the summary line; spooled to disk so that memory stays bounded.
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as flagged:
+        with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+            for scores in _score_blocks(instrument, args.items_tsv, args.errors, mapping, source):
+                keys = [k for k in ("participant_id", "session") if k in scores.columns]
+                scores.to_csv(handle, sep="\t", index=False, na_rep="n/a", lineterminator="\n",
+                              header=handle.tell() == 0)
+                n_rows += len(scores)
+                n_scored += int(scores["scored"].sum())
+                rows = scores[scores["flags"] != ""]
+                n_flagged += len(rows)
+                for row in rows[[*keys, "flags"]].itertuples(index=False):
+                    flagged.write("  " + ", ".join(str(v) for v in row[:-1]) + ": " + row[-1] + "\n")
+            handle.close()  # before atomic_path renames the file
+        parameters = {"instrument": instrument.id, "scoring": instrument.scoring,
+                      "errors": args.errors, "items": mapping}
+        inputs = {"items": args.items_tsv}
+        definition = library.path(instrument.id)
+        if definition is not None:  # a study's own instrument: record (and hash) its definition
+            parameters["instrument_file"] = str(definition)
+            inputs["instrument"] = definition
+        write_json(out.with_suffix(".json"), provenance(parameters, inputs=inputs))
+        print(f"scored {n_scored} of {n_rows} rows -> {out}")
+        if n_flagged:
+            print(f"{n_flagged} row(s) with problems:")
+            sys.stdout.flush()
+            flagged.seek(0)
+            shutil.copyfileobj(flagged, sys.stdout)
     return 0
+
+
+#: rows read, scored and written at a time: about 1.2 kB of memory a row (25,000 rows: ~30 MB)
+_BLOCK_ROWS = 25_000
+
+
+def _score_blocks(instrument: Instrument, path: str | Path, errors: str, mapping: dict[str, str] | None,
+                  source: str, block_rows: int | None = None) -> Iterator[pd.DataFrame]:
+    """The scores of an items table, read and scored ``block_rows`` rows at a time.
+
+    Only the id and item columns are read, as text, so that every block is parsed alike whatever
+    the others hold (an answer is shown as written). Long input, whose rows of one participant may
+    span two blocks, and a table without ``participant_id`` (the error lists every column) are
+    read whole. Problems that span rows are raised after the last block
+    (:func:`theramark.scales.engine.score_blocks`).
+    """
+    from theramark.scales.engine import is_long, score, score_blocks
+
+    header = read_tsv(path, nrows=0, dtype=str)  # also checks that every row has the header's length
+    renamed = [mapping.get(str(c), str(c)) if mapping else str(c) for c in header.columns]
+    if "participant_id" not in renamed or is_long(renamed, instrument):
+        table = read_tsv(path, dtype={"participant_id": str, "session": str})
+        yield score(instrument, table, errors=errors, items=mapping, source=source)
+        return
+    pattern = re.compile(rf"^{re.escape(instrument.id)}_\d+$")
+    wanted = {"participant_id", "session", "session_id", *(mapping or {})}
+    usecols = [c for c, name in zip(header.columns, renamed, strict=True)
+               if c in wanted or pattern.match(name)]
+    reader = pd.read_csv(path, sep="\t", na_values=["n/a", "N/A", "NaN", "nan", ""], keep_default_na=False,
+                         usecols=usecols, dtype=object, chunksize=block_rows or _BLOCK_ROWS)
+
+    def blocks() -> Iterator[pd.DataFrame]:
+        with reader:
+            try:
+                yield from reader
+            except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+                reason = " ".join(str(exc).split())
+                raise BadInputError(f"{path}: not a readable tab-separated table ({reason})") from None
+
+    yield from score_blocks(instrument, blocks(), errors=errors, items=mapping, source=source)
 
 
 def _instrument_from_sidecar(scores_path: Path) -> str:
@@ -103,6 +164,12 @@ def _instrument_from_sidecar(scores_path: Path) -> str:
 def _outcomes(args: argparse.Namespace) -> int:
     from theramark.scales.outcomes import outcomes
 
+    input_file(args.scores, "scores table")
+    if args.participants:
+        input_file(args.participants, "participants table")
+    if args.output:
+        output_file(args.output)
+        output_file(Path(args.output).with_suffix(".json"), "sidecar file")
     scores = read_tsv(args.scores, dtype={"participant_id": str, "session": str})
     if args.participants:
         participants = read_tsv(args.participants, dtype={"participant_id": str})

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -40,8 +40,8 @@ FLAG_COLUMNS = ["n_answered", "n_missing", "n_invalid", "prorated", "scored",
                 "missing_items", "invalid_items", "flags"]
 
 
-def _identifiers(table: pd.DataFrame, source: str) -> pd.DataFrame:
-    """``participant_id`` (and ``session`` without ``ses-``) of every row, checked."""
+def _identifiers(table: pd.DataFrame, source: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """``participant_id`` (and ``session`` without ``ses-``) of every row, and which rows lack one."""
     if "participant_id" not in table.columns:
         columns = ", ".join(map(str, table.columns))
         raise BadInputError(f"{source}: no 'participant_id' column (columns: {columns})")
@@ -54,21 +54,40 @@ def _identifiers(table: pd.DataFrame, source: str) -> pd.DataFrame:
     if "session" in table.columns:
         ids["session"] = without_ses_prefix(table["session"].astype(str).str.strip())
     empty = empty | (ids == "").any(axis=1).to_numpy()
-    if empty.any():
-        rows = [str(i + 2) for i in np.flatnonzero(empty)]
-        raise BadInputError(
-            f"{source}: empty participant_id or session", [f"data row at line {r}" for r in rows[:50]]
-        )
-    keys = list(ids.columns)
-    duplicated = ids.duplicated(subset=keys, keep=False)
-    if duplicated.any():
-        repeats = ids[duplicated].value_counts().sort_index()
-        raise BadInputError(
-            f"{source}: the same participant{' and session' if len(keys) > 1 else ''} appears more than once",
-            [f"{', '.join(map(str, key if isinstance(key, tuple) else (key,)))}: {n} rows"
-             for key, n in repeats.items()],
-        )
-    return ids
+    return ids, empty
+
+
+def _empty_id_error(lines: np.ndarray, source: str) -> BadInputError:
+    """The error for rows without a participant or session (``lines``: their line numbers)."""
+    return BadInputError(
+        f"{source}: empty participant_id or session", [f"data row at line {r}" for r in lines[:50]]
+    )
+
+
+def _duplicate_error(repeats: list[tuple[tuple[str, ...], int]], source: str) -> BadInputError:
+    """The error for participant (and session) keys given on more than one row, sorted by key."""
+    with_session = bool(repeats) and len(repeats[0][0]) > 1
+    return BadInputError(
+        f"{source}: the same participant{' and session' if with_session else ''} appears more than once",
+        [f"{', '.join(map(str, key))}: {n} rows" for key, n in sorted(repeats)],
+    )
+
+
+def _duplicates(ids: pd.DataFrame) -> list[tuple[tuple[str, ...], int]]:
+    """Keys given on more than one row of ``ids``, with their number of rows."""
+    duplicated = ids.duplicated(keep=False)
+    if not duplicated.any():
+        return []
+    return [(key if isinstance(key, tuple) else (key,), int(n))
+            for key, n in ids[duplicated].value_counts().items()]
+
+
+def _answers_error(problems: list[str], n_problems: int, inst: Instrument, source: str) -> BadInputError:
+    """The raise-mode error listing (the first :data:`_MAX_LISTED` of) the disallowed answers."""
+    shown = problems[:_MAX_LISTED]
+    if n_problems > _MAX_LISTED:
+        shown.append(f"... and {n_problems - _MAX_LISTED} more")
+    return BadInputError(f"{source}: {n_problems} answer(s) not allowed for {inst.id} ({inst.name})", shown)
 
 
 def _long_to_wide(table: pd.DataFrame, inst: Instrument, source: str) -> pd.DataFrame:
@@ -139,18 +158,27 @@ def _read_answers(table: pd.DataFrame, inst: Instrument, ids: pd.DataFrame, erro
             f"{source}: column(s) {', '.join(extra)} look like items of {inst.id}, which has "
             f"{inst.n_items} items; is this another version of the instrument? Remove or rename them.",
         )
-    who = ids["participant_id"].to_numpy(dtype=object)
-    if "session" in ids.columns:
-        who = who + ", session " + ids["session"].to_numpy(dtype=object)
+
+    def who(rows: np.ndarray) -> np.ndarray:
+        """The participant (and session) of some rows, for messages."""
+        text = ids["participant_id"].to_numpy(dtype=object)[rows]
+        if "session" in ids.columns:
+            text = text + ", session " + ids["session"].to_numpy(dtype=object)[rows]
+        return text
+
     for j, column in enumerate(inst.item_columns):
         if column not in table.columns:
             continue
         raw = table[column]
         given = raw.notna().to_numpy()
         if raw.dtype == object or pd.api.types.is_string_dtype(raw.dtype):
-            stripped = raw.astype("string").str.strip()
-            given = given & (stripped != "").fillna(False).to_numpy()
-            numeric = pd.to_numeric(stripped, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            # a column holds few distinct answers: convert each once (codes -1 are the missing ones)
+            codes, distinct = pd.factorize(raw)
+            stripped = pd.Series(distinct, dtype=object).astype("string").str.strip()
+            text = (stripped != "").fillna(False).to_numpy()
+            value = pd.to_numeric(stripped, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            given = given & np.append(text, False)[codes]
+            numeric = np.append(value, np.nan)[codes]
         elif pd.api.types.is_bool_dtype(raw.dtype):
             numeric = np.full(n, np.nan)
         else:
@@ -170,7 +198,7 @@ def _read_answers(table: pd.DataFrame, inst: Instrument, ids: pd.DataFrame, erro
             allowed = inst.allowed_text(j + 1)
             problems.extend(
                 (row, j, f"participant {w}, item {column}: value '{v}' not allowed (allowed: {allowed})")
-                for row, w, v in zip(np.flatnonzero(bad), who[bad], shown, strict=True)
+                for row, w, v in zip(np.flatnonzero(bad), who(bad), shown, strict=True)
             )
     return answers, invalid, invalid_text, [text for _, _, text in sorted(problems)]
 
@@ -332,6 +360,23 @@ def score(
         On disallowed answers (``errors="raise"``), unknown instruments, missing ids or
         duplicated participant/session rows.
     """
+    inst = _instrument(instrument, errors, scoring, max_missing)
+    table = _wide(table, inst, items, source)
+    ids, empty = _identifiers(table, source)
+    if empty.any():
+        raise _empty_id_error(np.flatnonzero(empty) + 2, source)
+    repeats = _duplicates(ids)
+    if repeats:
+        raise _duplicate_error(repeats, source)
+    answers, invalid, invalid_text, problems = _read_answers(table, inst, ids, errors, source)
+    if problems and errors == "raise":
+        raise _answers_error(problems, len(problems), inst, source)
+    return _scores(inst, ids, answers, invalid, invalid_text)
+
+
+def _instrument(instrument: str | Instrument, errors: str, scoring: str | None,
+                max_missing: int | None) -> Instrument:
+    """The instrument to score with, after checking ``errors`` and ``max_missing``."""
     if errors not in ERROR_MODES:
         raise BadInputError(f"errors must be one of {', '.join(ERROR_MODES)}, got '{errors}'")
     inst = load_instrument(instrument, scoring)
@@ -339,23 +384,125 @@ def score(
         if not isinstance(max_missing, int | np.integer) or max_missing < 0:
             raise BadInputError(f"max_missing must be a non-negative integer, got {max_missing!r}")
         inst = dataclasses.replace(inst, max_missing=int(max_missing))
+    return inst
+
+
+def _wide(table: pd.DataFrame, inst: Instrument, items: Mapping[str, str] | None,
+          source: str) -> pd.DataFrame:
+    """The table with a fresh index, the item map applied and long input made wide."""
     if not isinstance(table, pd.DataFrame):
         raise BadInputError(f"{source}: expected a pandas DataFrame, got {type(table).__name__}")
     table = table.reset_index(drop=True)
     if items:
         table = _apply_item_map(table, items, inst, source)
-    if {"item", "value"} <= set(table.columns) and not set(inst.item_columns) & set(table.columns):
+    if is_long(table.columns, inst):
         table = _long_to_wide(table, inst, source)
-    ids = _identifiers(table, source)
-    answers, invalid, invalid_text, problems = _read_answers(table, inst, ids, errors, source)
-    if problems and errors == "raise":
-        shown = problems[:_MAX_LISTED]
-        if len(problems) > _MAX_LISTED:
-            shown.append(f"... and {len(problems) - _MAX_LISTED} more")
-        raise BadInputError(
-            f"{source}: {len(problems)} answer(s) not allowed for {inst.id} ({inst.name})", shown
-        )
+    return table
 
+
+def is_long(columns: Iterable[object], inst: Instrument) -> bool:
+    """Whether a table with these columns (after the item map) is long input (``item``, ``value``)."""
+    columns = set(columns)
+    return {"item", "value"} <= columns and not set(inst.item_columns) & columns
+
+
+def score_blocks(
+    instrument: str | Instrument,
+    blocks: Iterable[pd.DataFrame],
+    errors: str = "raise",
+    items: Mapping[str, str] | None = None,
+    scoring: str | None = None,
+    source: str = "input table",
+    max_missing: int | None = None,
+) -> Iterator[pd.DataFrame]:
+    """Score a wide table given as consecutive blocks of its rows (e.g. ``read_csv(chunksize=)``).
+
+    Each block's scores are yielded as soon as it is read, so memory is bounded by the block,
+    not the table; concatenated, they equal :func:`score` of the whole table. The checks that
+    span rows see the whole table: a participant (and session) repeated in two blocks, rows
+    without an id and, with ``errors="raise"``, the disallowed answers of every block are
+    collected and raised, as by :func:`score`, after the last block (nothing is yielded once a
+    problem is known, and what was yielded before must then be discarded: write to a temporary
+    file). Problems of the header (no ``participant_id``, absent or extra item columns, an item
+    map that does not fit) raise at the first block.
+
+    Parameters
+    ----------
+    instrument, errors, items, scoring, source, max_missing
+        As for :func:`score`.
+    blocks : iterable of DataFrame
+        Consecutive rows of one wide table, in file order, all with the same columns. Long
+        input (``item``, ``value``) cannot be scored in blocks (a participant's items may span
+        two); score it whole with :func:`score`.
+
+    Yields
+    ------
+    DataFrame
+        The scores of each block's rows (see :func:`score`), in input order.
+
+    Raises
+    ------
+    BadInputError
+        As :func:`score`. Repeated keys are found by a 64-bit hash of each row's key (8 bytes a
+        row are kept), so a key could be reported as repeated by a hash collision, with a chance
+        of about 1e-8 for a million rows; a repeat is never missed.
+    """
+    inst = _instrument(instrument, errors, scoring, max_missing)
+    seen = np.empty(0, dtype=np.uint64)  # sorted hashes of the keys of the blocks so far
+    repeated: dict[int, tuple[str, ...]] = {}
+    empty_lines: list[int] = []
+    problems: list[str] = []
+    n_problems = 0
+    first_line = 2
+    for block in blocks:
+        if not isinstance(block, pd.DataFrame):
+            raise BadInputError(f"{source}: expected pandas DataFrames, got {type(block).__name__}")
+        table = block.reset_index(drop=True)
+        if items:
+            table = _apply_item_map(table, items, inst, source)
+        if is_long(table.columns, inst):
+            raise BadInputError(f"{source}: long input (item, value) cannot be scored in blocks; "
+                                "score the whole table")
+        ids, empty = _identifiers(table, source)
+        if len(empty_lines) < 50:
+            empty_lines.extend((np.flatnonzero(empty) + first_line).tolist())
+        first_line += len(table)
+        hashes = pd.util.hash_pandas_object(ids, index=False).to_numpy()
+        order = np.argsort(hashes)
+        ordered = hashes[order]
+        same = ordered[1:] == ordered[:-1]  # repeated within the block
+        within = np.zeros(len(hashes), dtype=bool)
+        within[1:] |= same
+        within[:-1] |= same
+        again = np.zeros(len(hashes), dtype=bool)
+        again[order] = within
+        if len(seen):
+            where = np.minimum(np.searchsorted(seen, ordered), len(seen) - 1)
+            again[order] |= seen[where] == ordered  # seen in an earlier block
+        for h, key in zip(hashes[again], ids[again].itertuples(index=False, name=None), strict=True):
+            repeated.setdefault(int(h), key)
+        seen = np.concatenate([seen, ordered])
+        seen.sort(kind="stable")  # two sorted runs: merged in linear time
+        answers, invalid, invalid_text, found = _read_answers(table, inst, ids, errors, source)
+        if errors == "raise":
+            n_problems += len(found)
+            problems.extend(found[:max(0, _MAX_LISTED - len(problems))])
+        if not (empty_lines or repeated or n_problems):
+            yield _scores(inst, ids, answers, invalid, invalid_text)
+    if empty_lines:
+        raise _empty_id_error(np.asarray(empty_lines), source)
+    if repeated:
+        every, counts = np.unique(seen, return_counts=True)
+        chosen = np.isin(every, np.fromiter(repeated, dtype=np.uint64, count=len(repeated)))
+        n_rows = dict(zip(every[chosen].tolist(), counts[chosen].tolist(), strict=True))
+        raise _duplicate_error([(key, n_rows[h]) for h, key in repeated.items()], source)
+    if n_problems:
+        raise _answers_error(problems, n_problems, inst, source)
+
+
+def _scores(inst: Instrument, ids: pd.DataFrame, answers: np.ndarray, invalid: np.ndarray,
+            invalid_text: np.ndarray) -> pd.DataFrame:
+    """Totals, subscales, severity and flags from the checked answers (see :func:`score`)."""
     item_scores = _keyed(answers, inst)
     lo, hi = inst.item_score_bounds()
     out = ids.reset_index(drop=True).copy()

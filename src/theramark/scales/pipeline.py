@@ -209,7 +209,12 @@ def run(ctx) -> AnalysisResult:
             kind="stable").reset_index(drop=True)
         result.add("trajectory", trajectory)
     if len(outcome_table):
-        result.add("rates", rates_by_group(outcome_table))
+        rates = rates_by_group(outcome_table)
+        if "group" in rates.columns:
+            rank = {g: i for i, g in enumerate(design.groups)}
+            rates = rates.sort_values("group", key=lambda g: g.map(rank).fillna(len(rank)),
+                                      kind="stable").reset_index(drop=True)
+        result.add("rates", rates)
     if not all_scores:
         result.skip("questionnaires", "no phenotype table with the items of a known instrument "
                                       "and no [scales] totals")

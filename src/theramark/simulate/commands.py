@@ -9,8 +9,10 @@ from theramark.simulate.presets import get_preset
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from theramark.paths import output_dir
     from theramark.simulate import simulate_study
 
+    output_dir(args.out_dir, "study folder")
     root = simulate_study(args.out_dir, preset=args.preset, n_per_group=args.n_per_group,
                           resolution=args.resolution, seed=args.seed, n_jobs=args.n_jobs)
     print(root.resolve())

@@ -9,8 +9,16 @@ from theramark.study.validate import ERROR, format_problems, validate_study
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from theramark import paths
     from theramark.config import load_config
 
+    # the BIDS folder itself is the validator's first check (a row of its table, exit 2)
+    if args.fmriprep_dir is not None:
+        paths.input_dir(args.fmriprep_dir, "fMRIPrep folder")
+    if args.config is not None:
+        paths.input_file(args.config, "config file")
+    if args.output is not None:
+        paths.output_file(args.output)
     config = load_config(args.config)
     table = validate_study(args.bids_dir, args.fmriprep_dir, check_data=not args.quick,
                            deep=args.deep, config=config)

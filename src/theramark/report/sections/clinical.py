@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from theramark.report.document import Section, Table, Text
+from theramark.report.sections._effects import effects_table
 
 ORDER = 21
 
@@ -22,10 +23,7 @@ def sections(files) -> list[Section]:
         f"mean change from {design.get('baseline', 'baseline')}; negative values mean more "
         f"improvement on scales where higher is worse. q: Benjamini–Hochberg over the "
         f"instruments of each contrast. Healthy controls are not in these models."))
-    columns = ["instrument", "arm", "session", "estimate", "ci_low", "ci_high", "p", "q_fdr",
-               "hedges_g", "hedges_g_ci_low", "hedges_g_ci_high", "n_arm", "n_reference",
-               "method"]
-    section.add(Table(table[[c for c in columns if c in table.columns]],
+    section.add(Table(effects_table(table, ["instrument", "arm", "session"], digits=1),
                       caption="Arm minus reference in mean change of each total, with 95% CI",
                       source=files.relative("therapy_time")))
     return [section]

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from theramark.report.document import Figure, Section, Table, Text
+from theramark.report.sections._effects import effects_table
 
 ORDER = 40
 _ARM_COLOURS = ["#c0392b", "#2874a6", "#7d3c98", "#148f77", "#b9770e", "#5d6d7e"]
@@ -27,13 +28,9 @@ def _short(key: str) -> str:
 
 def results_table(group_time: pd.DataFrame, alpha: float = 0.05, max_rows: int = 50,
                   sort: bool = True) -> Table:
-    columns = ["feature", "arm", "session", "estimate", "ci_low", "ci_high", "p", "q_fdr",
-               "p_fwe", "hedges_g", "hedges_g_ci_low", "hedges_g_ci_high", "n_arm",
-               "n_reference", "method"]
-    table = group_time[[c for c in columns if c in group_time.columns]]
-    if sort:
-        table = table.sort_values("p")
-    table = table.assign(feature=table["feature"].map(_short)).head(max_rows)
+    table = group_time.sort_values("p") if sort else group_time
+    table = effects_table(table.assign(feature=table["feature"].map(_short)).head(max_rows),
+                          ["feature", "arm", "session"])
     return Table(table, caption=(
         "Group × session interaction per feature (arm minus reference in mean change from "
         f"baseline), sorted by p; q: Benjamini–Hochberg within contrast and measure; p_fwe: max-T "
@@ -63,7 +60,8 @@ def forest_figure(group_time: pd.DataFrame, n_features: int = 20) -> Figure:
     ax.set_xlabel("Hedges' g of change (arm − reference)")
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    return Figure(fig, caption=f"Forest plot of the {len(top)} features with the smallest p: "
+    return Figure(fig, caption=f"Forest plot of the {len(top)} features with the smallest p, at the "
+                               "endpoint: "
                                "effect size of the difference in change with 95% CI.")
 
 
@@ -174,6 +172,13 @@ def methods_text(parameters: dict, summary: dict) -> str:
     return text
 
 
+def _at_endpoint(table: pd.DataFrame, design: dict) -> pd.DataFrame:
+    """The rows of the endpoint contrast (what the forest plots show)."""
+    endpoint = str(design.get("endpoint", ""))
+    rows = table[table["session"].astype(str) == endpoint]
+    return rows if len(rows) else table
+
+
 def _coordinates(files) -> pd.DataFrame | None:
     coords = files.sibling("imaging").table("roi_coordinates")
     return None if coords is None else coords.set_index("name")[["x", "y", "z"]]
@@ -204,7 +209,7 @@ def sections(files) -> list[Section]:
             f"Confirmatory family: {hypotheses['feature'].nunique()} a priori hypotheses "
             f"([longitudinal] hypotheses), corrected within the family only: "
             f"{n_confirmed} arm contrast(s) at FWE p < {alpha}."))
-        section.add(forest_figure(hypotheses))
+        section.add(forest_figure(_at_endpoint(hypotheses, design)))
         confirmatory = results_table(hypotheses, alpha, sort=False)
         confirmatory.caption = (
             "A priori hypotheses: arm minus reference in mean change from baseline; q: "
@@ -213,7 +218,7 @@ def sections(files) -> list[Section]:
         confirmatory.source = files.relative("hypotheses")
         section.add(confirmatory)
         section.add(Text("Exploratory family: every feature, corrected over all of them."))
-    section.add(forest_figure(group_time))
+    section.add(forest_figure(_at_endpoint(group_time, design)))
     table = results_table(group_time, alpha)
     table.source = files.relative("group_time")
     section.add(table)

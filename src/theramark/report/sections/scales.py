@@ -63,6 +63,8 @@ def sections(files) -> list[Section]:
         return []
     summary = files.summary
     scores = {ident: files.table(f"scores_{ident}") for ident in summary.get("instruments", [])}
+    for table in scores.values():  # an empty flag cell reads back as missing
+        table["flags"] = table["flags"].fillna("")
     outcome_table = files.table("outcomes")
     if outcome_table is None:
         outcome_table = pd.DataFrame()

@@ -26,7 +26,8 @@ def sections(files) -> list[Section]:
     if design.get("baseline"):
         roles.append(f"change is measured from {design['baseline']} to {design['endpoint']}")
     if roles:
-        text += " " + "; ".join(roles).capitalize() + "."
+        sentence = "; ".join(roles)
+        text += " " + sentence[:1].upper() + sentence[1:] + "."
     inferred = [f"{key} ({how})" for key, how in design.get("sources", {}).items()
                 if how != "config"]
     if inferred:
