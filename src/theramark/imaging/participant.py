@@ -684,8 +684,9 @@ def _run_joblib(runs, out, settings, resume, n_jobs) -> list[dict]:
 def _run_dask(runs, out, settings, resume, scheduler) -> list[dict]:
     try:
         from distributed import Client, as_completed
-    except ImportError:  # pragma: no cover - dask[distributed] is a dependency
-        raise BadInputError("--scheduler needs dask[distributed] installed") from None
+    except ImportError:  # an optional extra: pip install 'theramark[dask]'
+        raise BadInputError("--scheduler needs Dask's distributed scheduler: pip install "
+                            "'theramark[dask]'") from None
     try:
         client = Client(scheduler, timeout="20s")
     except OSError as exc:
