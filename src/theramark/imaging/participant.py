@@ -31,6 +31,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import threading
 import time
 import traceback
 from collections.abc import Mapping
@@ -722,5 +723,27 @@ def _process_run_on_worker(run, out, settings, resume) -> dict:
     """
     from theramark._blas import set_blas_threads
 
+    _import_run_dependencies()
     set_blas_threads(_worker_blas_threads())
     return process_run(run, out, settings, resume)
+
+
+#: Modules a run imports lazily. Two tasks of one Dask worker that import them at the same time, in
+#: two threads, can meet a package half-initialized ("cannot import name 'clone' from partially
+#: initialized module 'sklearn.base'"): the first task imports them all under this lock.
+_RUN_DEPENDENCIES = (
+    "sklearn.base", "nilearn.signal", "nilearn.glm.first_level", "nilearn.glm.contrasts",
+    "theramark.imaging._image", "theramark.imaging.denoise", "theramark.imaging.qc",
+    "theramark.imaging.rois", "theramark.imaging.connectivity", "theramark.imaging.measures",
+    "theramark.imaging.glm",
+)
+_IMPORT_LOCK = threading.Lock()
+
+
+def _import_run_dependencies() -> None:
+    """Import what a run needs, once per process, one thread at a time."""
+    import importlib
+
+    with _IMPORT_LOCK:
+        for name in _RUN_DEPENDENCIES:
+            importlib.import_module(name)
