@@ -64,7 +64,7 @@ def sections(files) -> list[Section]:
     summary = files.summary
     scores = {ident: files.table(f"scores_{ident}") for ident in summary.get("instruments", [])}
     for table in scores.values():  # an empty flag cell reads back as missing
-        table["flags"] = table["flags"].fillna("")
+        table["flags"] = table["flags"].astype(object).fillna("")
     outcome_table = files.table("outcomes")
     if outcome_table is None:
         outcome_table = pd.DataFrame()
