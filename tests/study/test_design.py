@@ -57,3 +57,14 @@ def test_declared_values_win_and_are_checked():
 def test_a_single_session_has_no_change():
     design = infer_design(pd.DataFrame({"group": ["a"]}), ["pre"])
     assert design.sessions == ["pre"] and design.baseline == design.endpoint == ""
+
+
+def test_tables_are_put_in_the_study_order():
+    from theramark.study.design import in_study_order
+
+    table = pd.DataFrame({"group": ["HC", "CBT", "other", "CBT"],
+                          "session": ["post", "post", "pre", "pre"], "n": [1, 2, 3, 4]})
+    ordered = in_study_order(table, {"group": ["CBT", "HC"], "session": ["pre", "post"],
+                                     "absent": ["x"]})
+    assert ordered["n"].tolist() == [4, 2, 1, 3]  # unknown labels last, stable
+    assert in_study_order(table, {"group": []}) is table

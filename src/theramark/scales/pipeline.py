@@ -24,6 +24,7 @@ from theramark.results import AnalysisResult
 from theramark.scales.definitions import InstrumentLibrary, available_instruments, instrument_library
 from theramark.scales.engine import score
 from theramark.scales.outcomes import outcomes, rates_by_group, trajectory_summary
+from theramark.study.design import in_study_order
 from theramark.study.participants import read_phenotype_table, session_columns_to_long
 
 
@@ -201,20 +202,12 @@ def run(ctx) -> AnalysisResult:
     ctx.results["outcomes"] = outcome_table
     ctx.results["primary_instrument"] = primary
     if primary is not None and "session" in all_scores[primary].columns:
-        trajectory = trajectory_summary(all_scores[primary])
-        order = {s: i for i, s in enumerate(design.sessions)}
-        trajectory = trajectory.sort_values(
-            ["group", "session"], key=lambda c: c.map(order) if c.name == "session" else c.map(
-                {g: i for i, g in enumerate(design.groups)}).fillna(len(design.groups)),
-            kind="stable").reset_index(drop=True)
-        result.add("trajectory", trajectory)
+        result.add("trajectory", in_study_order(trajectory_summary(all_scores[primary]),
+                                                {"group": design.groups,
+                                                 "session": design.sessions}))
     if len(outcome_table):
-        rates = rates_by_group(outcome_table)
-        if "group" in rates.columns:
-            rank = {g: i for i, g in enumerate(design.groups)}
-            rates = rates.sort_values("group", key=lambda g: g.map(rank).fillna(len(rank)),
-                                      kind="stable").reset_index(drop=True)
-        result.add("rates", rates)
+        result.add("rates", in_study_order(rates_by_group(outcome_table),
+                                           {"group": design.groups}))
     if not all_scores:
         result.skip("questionnaires", "no phenotype table with the items of a known instrument "
                                       "and no [scales] totals")

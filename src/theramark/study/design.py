@@ -77,6 +77,21 @@ class StudyDesign:
         return asdict(self)
 
 
+def in_study_order(table: pd.DataFrame, order: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+    """``table`` sorted by its label columns in the study's order (stable; unknown labels last).
+
+    ``order`` maps a column (``"group"``, ``"session"``) to its labels in order, e.g.
+    ``{"group": design.groups, "session": design.sessions}``; absent columns are ignored.
+    """
+    columns = [c for c in order if c in table.columns and order[c]]
+    if not columns:
+        return table
+    ranks = {c: {label: i for i, label in enumerate(order[c])} for c in columns}
+    return table.sort_values(
+        columns, key=lambda s: s.astype(str).map(ranks[s.name]).fillna(len(ranks[s.name])),
+        kind="stable").reset_index(drop=True)
+
+
 def _squash(label: str) -> str:
     return re.sub(r"[^a-z0-9]", "", str(label).lower())
 

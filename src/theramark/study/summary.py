@@ -11,14 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from theramark.results import AnalysisResult
-
-
-def _ordered(table: pd.DataFrame, column: str, order: list[str]) -> pd.DataFrame:
-    if column not in table.columns or not order:
-        return table
-    rank = {label: i for i, label in enumerate(order)}
-    return table.sort_values(column, key=lambda s: s.astype(str).map(rank).fillna(len(rank)),
-                             kind="stable")
+from theramark.study.design import in_study_order
 
 
 def run(ctx) -> AnalysisResult:
@@ -31,7 +24,8 @@ def run(ctx) -> AnalysisResult:
     by = [c for c in (group_column, site_column, "sex") if c in participants.columns]
     if by:
         counts = participants.groupby(by, dropna=False, sort=False).size().rename("n")
-        result.add("participants", _ordered(counts.reset_index(), group_column, design.groups))
+        result.add("participants", in_study_order(counts.reset_index(),
+                                                  {group_column: design.groups}))
     runs = ctx.results.get("runs")
     if isinstance(runs, pd.DataFrame) and len(runs):
         table = runs.merge(participants, on="participant_id", how="left")
@@ -42,7 +36,8 @@ def run(ctx) -> AnalysisResult:
                                     aggfunc="count", fill_value=0))
             columns = [s for s in design.sessions if s in scanned.columns]
             scanned = scanned[columns + [c for c in scanned.columns if c not in columns]]
-            result.add("scanned", _ordered(scanned.reset_index(), group_column, design.groups))
+            result.add("scanned", in_study_order(scanned.reset_index(),
+                                                 {group_column: design.groups}))
         by_task = runs.pivot_table(index="task", columns="status", values="participant_id",
                                    aggfunc="count", fill_value=0)
         result.add("runs_by_task", by_task.reset_index())
