@@ -10,9 +10,14 @@ sliding-window dynamic FC. Printed ratios:
 - nilearn pipeline / theramark run (NiftiLabelsMasker + NiftiSpheresMasker with confounds,
   ConnectivityMeasure, a per-window ``np.corrcoef`` loop; goal ≥ 3);
 - NiftiSpheresMasker / theramark sphere extraction (goal ≥ 20);
-- theramark peak traced memory / image size in float32 (goal ≤ 2.5).
+- theramark peak traced memory / image size in float32 (goal ≤ 2.5);
+- the masked reader (``load_masked_bold``, ISA-L inflate when ``isal`` is installed, and with
+  zlib) against ``nib.load(p).get_fdata(dtype=np.float32)[mask]`` (goal ≥ 3×), and the whole
+  run against nibabel's load of the image (goal ≤ 0.7×);
+- throughput (``--throughput N``): N runs through joblib (2 processes) and through a loopback
+  Dask cluster of 2 single-threaded workers: runs per hour and peak resident memory per worker.
 
-Run: ``.venv/bin/python benchmarks/bench_participant.py [--quick] [--workdir DIR]``.
+Run: ``.venv/bin/python benchmarks/bench_participant.py [--quick] [--workdir DIR] [--throughput N]``.
 """
 
 from __future__ import annotations
@@ -205,6 +210,83 @@ def sphere_extraction(paths, spheres: pd.DataFrame) -> tuple[float, float]:
     return ours, theirs
 
 
+def reader_vs_nibabel(paths) -> dict[str, float]:
+    """Best-of-3 wall seconds: nibabel's float32 load + mask, and theramark's masked reader with
+    each inflater (ISA-L when installed, zlib)."""
+    from theramark import _inflate
+    from theramark.imaging import _image
+
+    mask = np.asanyarray(nib.load(paths["mask"]).dataobj) > 0
+
+    def nibabel_masked() -> float:
+        start = time.perf_counter()
+        values = nib.load(paths["bold"]).get_fdata(dtype=np.float32)[mask]
+        elapsed = time.perf_counter() - start
+        del values
+        return elapsed
+
+    def reader(engine: str) -> float:
+        start = time.perf_counter()
+        bold = _image.open_bold(paths["bold"])
+        index = _image.mask_indices(_image.load_mask(paths["mask"]))
+        values = _image.read_masked(bold, index, engine=engine)
+        elapsed = time.perf_counter() - start
+        del values
+        return elapsed
+
+    times = {"nibabel_s": min(nibabel_masked() for _ in range(3)),
+             "zlib_s": min(reader("zlib") for _ in range(3))}
+    if _inflate._ISAL is not None:
+        times["isal_s"] = min(reader("isal") for _ in range(3))
+    return times
+
+
+def _run_in_worker(paths, spheres) -> tuple[int, float, float]:
+    """One run in a worker: (pid, wall seconds, the worker's peak RSS in bytes so far)."""
+    import os
+    import resource
+
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        seconds = theramark_run(paths, spheres)["total"]
+    return os.getpid(), seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
+
+
+def throughput(paths, spheres, n_runs: int) -> dict[str, float]:
+    """Runs per hour and peak RSS per worker, through joblib (2 processes) and Dask (2 workers)."""
+    from joblib import Parallel, delayed
+
+    def summary(label: str, elapsed: float, rows) -> dict[str, float]:
+        peaks: dict[int, float] = {}
+        for pid, _, rss in rows:
+            peaks[pid] = max(peaks.get(pid, 0.0), rss)
+        result = {f"{label}_runs_per_hour": n_runs / elapsed * 3600,
+                  f"{label}_peak_gib_per_worker": max(peaks.values()) / 2**30}
+        print(f"{label:<7} {n_runs} runs in {elapsed:6.1f} s: {result[f'{label}_runs_per_hour']:6.0f} "
+              f"runs/hour on 2 workers; peak RSS per worker {result[f'{label}_peak_gib_per_worker']:.2f} "
+              f"GiB ({len(peaks)} workers)", flush=True)
+        return result
+
+    results = {}
+    start = time.perf_counter()
+    rows = Parallel(n_jobs=2)(delayed(_run_in_worker)(paths, spheres) for _ in range(n_runs))
+    results.update(summary("joblib", time.perf_counter() - start, rows))
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        print("dask: distributed is not installed (pip install 'theramark[dask]')")
+        return results
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=40) as cluster, Client(cluster) as client:
+        client.submit(sum, [1]).result()  # workers up
+        start = time.perf_counter()
+        futures = [client.submit(_run_in_worker, paths, spheres, pure=False) for _ in range(n_runs)]
+        rows = client.gather(futures)
+        results.update(summary("dask", time.perf_counter() - start, rows))
+    return results
+
+
 def peak_memory(paths, spheres) -> float:
     gc.collect()
     tracemalloc.start()
@@ -219,6 +301,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--quick", action="store_true", help="100 volumes instead of 300")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) /
                         "theramark_bench_participant")
+    parser.add_argument("--throughput", type=int, default=0, metavar="N",
+                        help="also run N runs through joblib and a 2-worker Dask cluster")
+    parser.add_argument("--only", choices=["reader", "throughput"], default=None,
+                        help="run only the reader comparison or the throughput measurement")
     args = parser.parse_args(argv)
     n_volumes = 100 if args.quick else 300
     from theramark.imaging.rois import literature_rois
@@ -227,6 +313,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"writing/reading the synthetic run in {args.workdir} ...", flush=True)
     paths = make_run(args.workdir, n_volumes)
     image_bytes = int(np.prod(SHAPE)) * n_volumes * 4
+    if args.only == "throughput":
+        return throughput(paths, spheres, args.throughput or 8)
+    reader = reader_vs_nibabel(paths)
+    fastest = reader.get("isal_s", reader["zlib_s"])
+    print(f"masked read: nibabel get_fdata(float32)[mask] {reader['nibabel_s']:.2f} s; theramark "
+          f"zlib {reader['zlib_s']:.2f} s ({reader['nibabel_s'] / reader['zlib_s']:.1f}x)"
+          + (f", ISA-L {reader['isal_s']:.2f} s ({reader['nibabel_s'] / reader['isal_s']:.1f}x)"
+             if "isal_s" in reader else ", ISA-L not installed")
+          + "  (goal >= 3x)", flush=True)
+    if args.only == "reader":
+        return reader
     theramark_run(paths, spheres)  # warm-up: imports, page cache
     # best of 3 (the wall clock of a shared machine is noisy; CPU-time ratios are also printed)
     load, load_cpu = min(load_alone(paths) for _ in range(3))
@@ -249,6 +346,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "nilearn_over_theramark": theirs["total"] / ours["total"],
         "sphere_speedup": sphere_theirs / sphere_ours,
         "peak_over_image": peak / image_bytes,
+        "reader_speedup": reader["nibabel_s"] / fastest,
+        "run_over_nibabel_masked_load": ours["total"] / reader["nibabel_s"],
+        **reader,
     }
     print(f"image {SHAPE + (n_volumes,)} float32 = {image_bytes / 2**30:.2f} GiB; "
           f"{ours['n_rois']} ROIs (400 labels + 20 spheres); outputs equal nilearn's to 2e-3 "
@@ -266,6 +366,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
           f"speed-up {results['sphere_speedup']:.0f}x  (goal >= 20)")
     print(f"theramark peak traced memory      {peak / 2**30:8.2f} GiB = "
           f"{results['peak_over_image']:.2f} x image  (goal <= 2.5)")
+    print(f"whole run / nibabel get_fdata(float32) + mask: "
+          f"{results['run_over_nibabel_masked_load']:.2f}  (goal <= 0.7)")
+    if args.throughput:
+        results.update(throughput(paths, spheres, args.throughput))
     return results
 
 

@@ -34,6 +34,8 @@ class GroupContext:
         ``"features"``...). The report never reads them: it reads the files.
     random_state : int
         ``[study] random_state``: the seed of every resampling step of the run.
+    client : distributed.Client, optional
+        A Dask client (``--scheduler``): permutation tests split their permutations across it.
     """
 
     bids_dir: Path
@@ -43,6 +45,7 @@ class GroupContext:
     design: StudyDesign = field(default_factory=StudyDesign)
     results: dict[str, Any] = field(default_factory=dict)
     random_state: int = 0
+    client: Any = None
 
     @property
     def group_dir(self) -> Path:

@@ -59,8 +59,9 @@ def test_permutation_p_values_agree_with_parametric_and_find_planted_links():
     # planted r ≈ 0.7 at n = 50: the max-T threshold over 200 features is |r| ≈ 0.5
     change, symptom, covs = _links_data(seed=2, n=50, n_features=200, n_linked=10, strength=1.0)
     result = brain_symptom_links(change, symptom, covs, n_permutations=2000, random_state=1)
-    # the permutation statistic is the partial-correlation t: p-values agree closely
-    np.testing.assert_allclose(result["p_permutation"], result["p"], atol=0.03)
+    # the permutation statistic is the partial-correlation t: p-values agree closely (within
+    # about 4 Monte-Carlo standard errors of 2,000 permutations at p = 0.5)
+    np.testing.assert_allclose(result["p_permutation"], result["p"], atol=0.045)
     linked, null = result.iloc[:10], result.iloc[10:]
     assert (linked["p_fwe"] < 0.05).mean() >= 0.9
     assert (null["p_fwe"] < 0.05).sum() <= 1

@@ -224,6 +224,8 @@ def get_backend(backend: str) -> NumpyBackend | CupyBackend | TorchBackend:
     return CupyBackend()
 
 
+#: Values (observations x features) of the data read and residualized at once (256 MiB in double).
+_BLOCK_VALUES = 1 << 25
 #: Relative tolerance on singular values for the rank of the model, nuisance and invariant spaces.
 _RANK_RTOL = 1e-10
 
@@ -233,7 +235,9 @@ class PermutedOLS:
 
     Parameters
     ----------
-    data : ndarray, shape (n_obs, n_features)
+    data : array_like, shape (n_obs, n_features)
+        Any array that slices by columns (numpy, a memory map, a Dask or zarr array), read
+        :data:`_BLOCK_VALUES` values at a time; float32 data are not copied to float64 as a whole.
     model : ndarray, shape (n_obs, n_regressors)
         Full design (effects of interest and nuisance).
     contrast : ndarray, shape (n_regressors,)
@@ -283,60 +287,69 @@ class PermutedOLS:
         # Reduced (nuisance) model: the model with the contrasts' row space removed.
         row_space = np.linalg.pinv(contrasts) @ contrasts
         reduced = Projection(model - model @ row_space, rtol=_RANK_RTOL)
-        if method == "freedman_lane" and reduced.rank:
-            residuals = reduced.residualize(data)
-        else:
-            residuals = np.array(data, dtype=np.float64)
-        total_ss = np.einsum("ij,ij->j", residuals, residuals)
-        scale = np.einsum("ij,ij->j", data, data)
-        # Features the reduced model fits exactly (constant ones, say) leave only rounding noise:
-        # zero them so that they get t = 0 (as bctpy does) instead of noise / noise.
-        degenerate = total_ss <= 1e-24 * scale + 1e-300
-        if degenerate.any():
-            residuals[:, degenerate] = 0.0
-            total_ss[degenerate] = 0.0
-        self._observed_inputs = (u, loadings, residuals, total_ss)
-
+        residualize = method == "freedman_lane" and reduced.rank
+        self.n_obs = n_obs
+        self.n_features = n_features = data.shape[1]
+        self.loadings = loadings
         # Rotate the model basis so that its first columns span the directions every draw leaves
         # unchanged: their projections are the same for all permutations.
         u_fixed, u_moving, w_fixed, w_moving = _split_invariant(u, loadings, invariant)
-        fixed_projection = u_fixed.T @ residuals
-        self.rank_moving = u_moving.shape[1]
         dtype = np.float64 if precision == "double" else np.float32
+        # The data are read a block of features at a time (a numpy array, a memory map, a Dask or
+        # zarr array), residualized in double precision and stored once in the working precision:
+        # no double-precision copy of the whole table is ever held (at 2,000 x 79,800 in single
+        # precision, the stored residuals are the only array of that size).
+        residuals = np.empty((n_obs, n_features), dtype=dtype)
+        total_ss = np.empty(n_features)
+        observed = np.empty(n_features)
+        fixed_num = np.empty((q, n_features))
+        fixed_explained = np.empty(n_features)
+        block = max(1, _BLOCK_VALUES // max(n_obs, 1))
+        for first in range(0, n_features, block):
+            last = min(first + block, n_features)
+            values = np.asarray(data[:, first:last], dtype=np.float64)
+            if not np.all(np.isfinite(values)):
+                row, column = np.argwhere(~np.isfinite(values))[0]
+                raise BadInputError(
+                    f"data contains NaN or infinite values (first at row, column "
+                    f"[{int(row)}, {first + int(column)}]); drop or impute them before inference")
+            res = reduced.residualize(values) if residualize else values.copy()
+            tss = np.einsum("ij,ij->j", res, res)
+            scale = np.einsum("ij,ij->j", values, values)
+            # Features the reduced model fits exactly (constant ones, say) leave only rounding
+            # noise: zero them so that they get t = 0 (as bctpy does) instead of noise / noise.
+            degenerate = tss <= 1e-24 * scale + 1e-300
+            if degenerate.any():
+                res[:, degenerate] = 0.0
+                tss[degenerate] = 0.0
+            observed[first:last] = _statistic(u.T @ res, loadings, tss, self.df)
+            projection = u_fixed.T @ res
+            fixed_num[:, first:last] = w_fixed.T @ projection
+            fixed_explained[first:last] = np.einsum("ij,ij->j", projection, projection)
+            total_ss[first:last] = tss
+            residuals[:, first:last] = res
+        self._observed = observed
+        self.rank_moving = u_moving.shape[1]
         self.dtype = dtype
         self.backend = backend
         self.u_t = backend.asarray(u_moving.T, dtype)                    # (r', n)
         self.w = backend.asarray(w_moving[:, 0] if q == 1 else w_moving, dtype)  # (r',[q])
-        self.residuals = backend.asarray(residuals, dtype)               # (n, p)
-        fixed_num = w_fixed.T @ fixed_projection                         # (q, p)
+        self.residuals = backend.asarray(residuals, dtype)               # (n, p), no copy on numpy
+        del residuals
         self.fixed_num = backend.asarray(fixed_num[0] if q == 1 else fixed_num, dtype)
-        self.fixed_explained = backend.asarray(
-            np.einsum("ij,ij->j", fixed_projection, fixed_projection), dtype)
+        self.fixed_explained = backend.asarray(fixed_explained, dtype)
         self.total_ss = backend.asarray(total_ss, dtype)                 # (p,)
         self.tiny_rss = backend.asarray(1e-12 * total_ss if precision == "double"
                                         else 1e-5 * total_ss, dtype)
-        self.n_obs = n_obs
-        self.n_features = data.shape[1]
 
     def observed(self) -> np.ndarray:
-        """t statistics of the unpermuted data, shape (n_features,).
+        """t (or F) statistics of the unpermuted data, shape (n_features,), in double precision.
 
         Computed from the residuals of the reduced model, which gives the same t as the data for
         Freedman–Lane (the reduced model's fit lies in the full model's space) with less
         cancellation.
         """
-        u, loadings, residuals, total_ss = self._observed_inputs
-        g = u.T @ residuals
-        num = loadings.T @ g                                             # (q, p)
-        rss = total_ss - np.einsum("ij,ij->j", g, g)
-        bad = rss <= 1e-12 * total_ss
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if self.n_contrasts == 1:
-                stat = num[0] / np.sqrt(rss / self.df)
-            else:
-                stat = np.einsum("qp,qp->p", num, num) / self.n_contrasts / (rss / self.df)
-        stat[bad] = 0.0
-        return stat
+        return self._observed.copy()
 
     def batch(self, permutations: np.ndarray | None = None,
               signs: np.ndarray | None = None) -> Any:
@@ -358,6 +371,21 @@ class PermutedOLS:
         projection = projection.reshape(n_batch, r, -1)
         return bk.finish(projection, self.w, self.fixed_num, self.fixed_explained,
                          self.total_ss, self.tiny_rss, self.df)
+
+
+def _statistic(g: np.ndarray, loadings: np.ndarray, total_ss: np.ndarray, df: int) -> np.ndarray:
+    """t (one contrast) or F (several) from the projections ``g = U' R`` (r, p) of residuals whose
+    sums of squares are ``total_ss``; 0 where the model leaves no residual."""
+    num = loadings.T @ g                                                 # (q, p)
+    rss = total_ss - np.einsum("ij,ij->j", g, g)
+    bad = rss <= 1e-12 * total_ss
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if num.shape[0] == 1:
+            stat = num[0] / np.sqrt(rss / df)
+        else:
+            stat = np.einsum("qp,qp->p", num, num) / num.shape[0] / (rss / df)
+    stat[bad] = 0.0
+    return stat
 
 
 def _split_invariant(u: np.ndarray, w: np.ndarray, invariant: np.ndarray | None):

@@ -4,10 +4,14 @@ The model is ``y = X beta + Z b + e`` with one random intercept per cluster (par
 ``b ~ N(0, tau2)``, ``e ~ N(0, sigma2)``. Writing ``gamma = tau2 / sigma2`` (lme4's ``theta**2``),
 the marginal covariance of a cluster of size ``n_i`` is ``sigma2 * (I + gamma J)``, whose inverse is
 ``(I - c_i J) / sigma2`` with ``c_i = gamma / (1 + n_i gamma)``. Every quantity of the REML criterion
-then reduces to cluster sums of ``X`` and ``y`` (sufficient statistics), so evaluating the criterion
-costs ``O(n_clusters * p**2)`` per feature whatever the number of observations, and the same design
-can be fitted to thousands of features at once: the one-dimensional profile over ``theta`` is
-searched for all features together (a grid, then golden-section refinement).
+then reduces to cluster sums of ``X`` and ``y`` (sufficient statistics). Since ``c_i`` depends on the
+cluster only through its size, those sums are totalled once per distinct size (``K`` of them, at
+most the number of sessions), and evaluating the criterion costs ``O(K * p**2)`` per feature whatever
+the number of observations or participants. The same design can be fitted to thousands of features
+at once: the one-dimensional profile over ``theta`` is searched for all features together (a grid,
+then golden-section refinement). Each feature's numbers are summed in a fixed order (``einsum``,
+not BLAS, for the products over observations), so fitting the features in column blocks gives the
+same numbers as fitting them together.
 
 The criterion is lme4's ``REMLcrit``: ``log|H| + log|X'H^-1 X| + (N - p)(1 + log(2 pi s2))`` with
 ``s2 = r'H^-1 r / (N - p)``, profiled over ``sigma2`` (Bates et al. 2015, J Stat Softw 67(1), eq. 41).
@@ -38,6 +42,12 @@ class _Stats:
     y: np.ndarray  # (n, F), centred when the design spans the constant
     codes: np.ndarray  # (n,) cluster index of each observation
     beta_offset: np.ndarray  # (p, F) added back to the coefficients of the centred y
+    # the clusters grouped by size k (K distinct sizes): H^-1's weight depends on the size only
+    size_values: np.ndarray  # (K,) distinct cluster sizes
+    size_counts: np.ndarray  # (K,) clusters of each size
+    sxx_k: np.ndarray  # (K, p*p) sum over clusters of size k of vec(sx_i sx_i')
+    sxy_k: np.ndarray  # (K, F, p) sum over clusters of size k of sy_i sx_i
+    syy_k: np.ndarray  # (K, F) sum over clusters of size k of sy_i**2
 
 
 def sufficient_stats(x: np.ndarray, y: np.ndarray, clusters: np.ndarray) -> _Stats:
@@ -52,23 +62,54 @@ def sufficient_stats(x: np.ndarray, y: np.ndarray, clusters: np.ndarray) -> _Sta
         mean = y.mean(axis=0)
         y = y - mean
         beta_offset = direction[:, None] * mean[None, :]
-    indicator = np.zeros((m, x.shape[0]))
-    indicator[codes, np.arange(x.shape[0])] = 1.0
-    sizes = indicator.sum(axis=1)
+    # cluster sums by a stable sort and segment sums: O(n) per column, where an (m, n) indicator
+    # product costs O(m n) per column (thousands of participants, tens of thousands of features)
+    order = np.argsort(codes, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
+    sizes = np.bincount(codes, minlength=m).astype(float)
+    sx = np.add.reduceat(x[order], starts, axis=0)
+    sy = np.add.reduceat(y[order], starts, axis=0)
+    size_values, size_class, size_counts = np.unique(sizes, return_inverse=True, return_counts=True)
+    p = x.shape[1]
+    sxx_k = np.zeros((len(size_values), p * p))
+    sxy_k = np.zeros((len(size_values), y.shape[1], p))
+    syy_k = np.zeros((len(size_values), y.shape[1]))
+    for k in range(len(size_values)):
+        members = size_class == k
+        sx_k, sy_k = sx[members], sy[members]
+        sxx_k[k] = (sx_k.T @ sx_k).ravel()
+        # einsum (not BLAS) sums each column in the same order whatever the number of columns, so
+        # fitting features in blocks gives the same numbers as fitting them all at once
+        sxy_k[k] = np.einsum("mf,mp->fp", sy_k, sx_k)
+        syy_k[k] = np.einsum("mf,mf->f", sy_k, sy_k)
     return _Stats(
-        xtx=x.T @ x, xty=x.T @ y, yty=np.einsum("nf,nf->f", y, y), sx=indicator @ x,
-        sy=indicator @ y, sizes=sizes, n_obs=x.shape[0], n_params=x.shape[1], x=x, y=y,
-        codes=codes, beta_offset=beta_offset,
+        xtx=x.T @ x, xty=np.einsum("np,nf->pf", x, y), yty=np.einsum("nf,nf->f", y, y),
+        sx=sx, sy=sy, sizes=sizes, n_obs=x.shape[0], n_params=p, x=x, y=y, codes=codes,
+        beta_offset=beta_offset, size_values=size_values, size_counts=size_counts.astype(float),
+        sxx_k=sxx_k, sxy_k=sxy_k, syy_k=syy_k,
     )
 
 
 def _weighted(stats: _Stats, gamma: np.ndarray):
-    """A = X'H^-1X (F,p,p), b = X'H^-1y (F,p), yHy (F,), log|H| (F,) for gamma (F,)."""
-    c = gamma[:, None] / (1.0 + stats.sizes[None, :] * gamma[:, None])  # (F, m)
-    a = stats.xtx[None] - np.einsum("fm,mp,mq->fpq", c, stats.sx, stats.sx)
-    b = stats.xty.T - np.einsum("fm,mp,mf->fp", c, stats.sx, stats.sy)
-    yhy = stats.yty - np.einsum("fm,mf->f", c, stats.sy**2)
-    logdet_h = np.log1p(stats.sizes[None, :] * gamma[:, None]).sum(axis=1)
+    """A = X'H^-1X (F,p,p), b = X'H^-1y (F,p), yHy (F,), log|H| (F,) for gamma (F,).
+
+    The weight of cluster ``i`` is ``c_i = gamma / (1 + n_i gamma)``, a function of its size only,
+    so the cluster sums enter through their totals per distinct size (``_Stats.sxx_k`` ...): one
+    evaluation costs ``O(F K p**2)`` for ``K`` distinct sizes (the number of sessions at most),
+    whatever the number of participants.
+    """
+    n_features, p = gamma.shape[0], stats.n_params
+    c = gamma[:, None] / (1.0 + stats.size_values[None, :] * gamma[:, None])  # (F, K)
+    a = np.broadcast_to(stats.xtx, (n_features, p, p)).copy()
+    b = stats.xty.T.copy()
+    yhy = stats.yty.copy()
+    logdet_h = np.zeros(n_features)
+    for k, size in enumerate(stats.size_values):
+        # a loop over the few sizes keeps each feature's sum in a fixed order (block invariance)
+        a -= (c[:, k, None] * stats.sxx_k[k][None, :]).reshape(n_features, p, p)
+        b -= c[:, k, None] * stats.sxy_k[k]
+        yhy -= c[:, k] * stats.syy_k[k]
+        logdet_h += stats.size_counts[k] * np.log1p(size * gamma)
     return a, b, yhy, logdet_h
 
 

@@ -35,16 +35,49 @@ from theramark.errors import BadInputError
 __all__ = ["ComBat", "LongitudinalComBat"]
 
 
+# float64 values per block of features: a 32 MB working copy, so the temporaries of one block stay
+# a few hundred MB whatever the number of features
+_BLOCK_VALUES = 2**22
+# residual SD / RMS below which a feature counts as constant within sites (float32 data resolve 6e-8)
+_CONSTANT_RTOL = 1e-10
+
+
 def _as_2d(data, name: str = "data") -> tuple[np.ndarray, list[str] | None, pd.Index | None]:
+    """The data as a 2-D float array without a copy where possible (float32 stays float32).
+
+    Blocks are cast to float64 as they are processed, so the numbers are those of a float64 copy.
+    """
     if isinstance(data, pd.DataFrame):
         non_numeric = [c for c in data.columns if not pd.api.types.is_numeric_dtype(data[c])]
         if non_numeric:
             raise BadInputError(f"ComBat {name}: non-numeric feature column(s) {non_numeric[:5]}")
+        kinds = set(data.dtypes)
+        if len(kinds) == 1 and kinds.pop() in (np.dtype(np.float32), np.dtype(np.float64)):
+            return data.to_numpy(), list(map(str, data.columns)), data.index
         return data.to_numpy(float), list(map(str, data.columns)), data.index
-    array = np.asarray(data, dtype=float)
+    array = np.asarray(data)
+    if array.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        array = np.asarray(data, dtype=float)
     if array.ndim != 2:
         raise BadInputError(f"ComBat {name}: expected (n_samples, n_features), got {array.shape}")
     return array, None, None
+
+
+def _column_blocks(n_samples: int, n_features: int, block_size: int | None) -> list[slice]:
+    """Slices of feature columns, ``block_size`` wide (default: about 32 MB of float64)."""
+    if block_size is None:
+        block_size = max(1, _BLOCK_VALUES // max(n_samples, 1))
+    elif isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) \
+            or block_size < 1:
+        raise BadInputError(f"ComBat: block_size must be a positive integer (feature columns per "
+                            f"block) or None, got {block_size!r}")
+    # A one-column block is contiguous along the samples, where numpy sums pairwise (other
+    # rounding than the column-by-column sums of a wider block): blocks are at least 2 wide.
+    width = max(int(block_size), 2)
+    starts = list(range(0, n_features, width))
+    if len(starts) > 1 and n_features - starts[-1] == 1:
+        starts.pop()
+    return [slice(start, stop) for start, stop in zip(starts, starts[1:] + [n_features], strict=True)]
 
 
 class ComBat:
@@ -66,6 +99,14 @@ class ComBat:
         (dummy coded, first sorted level dropped, as neuroCombat) and numeric ones continuous.
     tol : float
         Relative change at which the parametric iteration stops (neuroCombat's ``conv``).
+    max_iter : int
+        Most iterations of the parametric empirical Bayes step.
+    block_size : int, optional
+        Feature columns processed at a time. Every step but the empirical Bayes priors is per
+        feature, so the data are read in column blocks (cast to float64 one block at a time) and
+        the result is the same for any block size; memory beyond the input and the output is a
+        few blocks. Default: about 32 MB of float64 per block (``2**22 / n_samples`` columns);
+        blocks are at least 2 columns wide.
 
     Attributes
     ----------
@@ -76,6 +117,17 @@ class ComBat:
     var_pooled_ : ndarray (n_features,)
     grand_mean_ : ndarray (n_features,)
     beta_covariates_ : ndarray (n_covariate_columns, n_features)
+    gamma_hat_, delta_hat_ : ndarray (n_sites, n_features)
+        Site locations and scales before shrinkage.
+    constant_features_ : ndarray of bool (n_features,)
+        Features without residual variance (residual SD below ``1e-10`` of the feature's root mean
+        square, i.e. zero up to rounding): left unchanged (site estimates 0 and 1).
+
+    Notes
+    -----
+    Memory: ``fit`` holds the input plus a few column blocks and ``(n_sites, n_features)``
+    summaries; ``transform`` adds the float64 output (or writes into ``out``). A float32 input is
+    never copied whole to float64.
 
     Examples
     --------
@@ -86,7 +138,7 @@ class ComBat:
     def __init__(self, parametric: bool = True, empirical_bayes: bool = True,
                  mean_only: bool = False, ref_site: str | None = None,
                  categorical: Sequence[str] | None = None, tol: float = 1e-4,
-                 max_iter: int = 1000):
+                 max_iter: int = 1000, block_size: int | None = None):
         self.parametric = parametric
         self.empirical_bayes = empirical_bayes
         self.mean_only = mean_only
@@ -94,6 +146,7 @@ class ComBat:
         self.categorical = categorical
         self.tol = tol
         self.max_iter = max_iter
+        self.block_size = block_size
 
     # --- design -----------------------------------------------------------------------------------
     def _covariate_columns(self, covariates: pd.DataFrame | None, n: int, fitting: bool
@@ -160,29 +213,52 @@ class ComBat:
                 raise BadInputError(f"ComBat: ref_site '{self.ref_site}' not among the sites "
                                     f"{list(self.sites_)}")
             return index
-        unknown = sorted(set(sites) - set(self.sites_))
+        unknown = sorted(map(str, set(sites) - set(self.sites_)))
         if unknown:
             raise BadInputError(
                 f"ComBat.transform: site(s) {unknown} were not seen in fitting (fitted sites: "
-                f"{list(self.sites_)}); refit including them or harmonize them separately"
+                f"{[str(s) for s in self.sites_]}); refit including them or harmonize them separately"
             )
         return np.searchsorted(self.sites_, sites)
 
     # --- fitting ----------------------------------------------------------------------------------
-    def _fit_location(self, data, site_index, covs, participants=None):
-        """B_hat (n_sites + n_cov, F) and the pooled variance; OLS here (LMM in the subclass)."""
+    def _location_context(self, n: int, participants) -> object:
+        """Whatever :meth:`_fit_location` needs besides the design (nothing for OLS)."""
+        return None
+
+    def _design(self, site_index: np.ndarray, covs: np.ndarray) -> np.ndarray:
         n_sites = len(self.sites_)
         design = np.hstack([np.eye(n_sites)[site_index], covs])
-        if self.ref_site is not None:
+        if self._ref is not None:
             design[:, self._ref] = 1.0
         if np.linalg.matrix_rank(design) < design.shape[1]:
             raise BadInputError("ComBat: the covariates are confounded with site (the design "
                                 "is rank deficient); drop the covariate or the site")
-        b_hat = np.linalg.solve(design.T @ design, design.T @ data)
-        resid = data - design @ b_hat
-        rows = site_index == self._ref if self.ref_site is not None else slice(None)
+        return design
+
+    def _fit_location(self, block, design, site_index, context):
+        """B_hat (n_sites + n_cov, B) and the pooled variance (B,) of one column block.
+
+        OLS here (a mixed model in the subclass). Every output column depends on its own data
+        column only, which is what makes the blocked fit equal to the whole-table fit.
+        """
+        b_hat = np.linalg.solve(design.T @ design, design.T @ block)
+        resid = block - design @ b_hat
+        rows = site_index == self._ref if self._ref is not None else slice(None)
         var_pooled = np.mean(resid[rows] ** 2, axis=0)
         return b_hat, var_pooled
+
+    @staticmethod
+    def _check_finite(x: np.ndarray, blocks: list[slice]) -> None:
+        bad = []
+        for cols in blocks:
+            finite = np.isfinite(x[:, cols]).all(axis=0)
+            bad.extend((cols.start + np.flatnonzero(~finite)).tolist())
+            if len(bad) >= 5:
+                break
+        if bad:
+            raise BadInputError(f"ComBat: data have missing or infinite values in feature "
+                                f"column(s) {bad[:5]}; impute or drop them first")
 
     def fit(self, data, sites, covariates: pd.DataFrame | None = None, participants=None):
         """Estimate the site effects.
@@ -190,58 +266,96 @@ class ComBat:
         Parameters
         ----------
         data : array or DataFrame, shape (n_samples, n_features)
-            Features to harmonize (no missing values).
+            Features to harmonize (no missing values). Float32 data are read in float64 blocks,
+            never copied whole.
         sites : array-like of str, shape (n_samples,)
         covariates : DataFrame, shape (n_samples, n_covariates), optional
             Biological covariates to preserve (group, session, age, sex...).
+        participants : array-like of str, shape (n_samples,), optional
+            Participant labels (:class:`LongitudinalComBat` only).
+
+        Returns
+        -------
+        self
+
+        Notes
+        -----
+        One pass over the column blocks fits the location model, standardizes the block and keeps
+        per-site summaries (means, variances, sums of squares; ``(n_sites, n_features)`` each);
+        the empirical Bayes step then works on those summaries for all features at once, since
+        its priors pool every feature. The parametric iteration uses
+        ``sum_k (s_k - g)**2 = SS + n (mean - g)**2`` (SS the centred sum of squares of the site).
         """
         x, self.feature_names_, _ = _as_2d(data)
-        if not np.isfinite(x).all():
-            bad = np.flatnonzero(~np.isfinite(x).all(axis=0))[:5]
-            raise BadInputError(f"ComBat: data have missing or infinite values in feature "
-                                f"column(s) {list(bad)}; impute or drop them first")
-        n = x.shape[0]
+        n, n_features = x.shape
+        blocks = _column_blocks(n, n_features, self.block_size)
+        self._check_finite(x, blocks)
         site_index = self._site_index(sites, n, fitting=True)
         self._ref = (int(np.flatnonzero(self.sites_ == str(self.ref_site))[0])
                      if self.ref_site is not None else None)
         covs = self._covariate_columns(covariates, n, fitting=True)
+        context = self._location_context(n, participants)
+        design = self._design(site_index, covs)
         n_sites = len(self.sites_)
-        b_hat, var_pooled = self._fit_location(x, site_index, covs, participants)
         counts = np.bincount(site_index, minlength=n_sites)
-        if self._ref is not None:
-            grand_mean = b_hat[self._ref]
-        else:
-            grand_mean = (counts / n) @ b_hat[:n_sites]
+        members = [np.flatnonzero(site_index == i) for i in range(n_sites)]
+        batch = design[:, :n_sites]  # site indicators (all ones in the reference column)
+        batch_gram = batch.T @ batch
+        parametric_eb = self.empirical_bayes and self.parametric and not self.mean_only
+        nonparametric_eb = self.empirical_bayes and not self.parametric
+
+        grand_mean = np.empty(n_features)
+        var_pooled = np.empty(n_features)
+        beta_covariates = np.empty((covs.shape[1], n_features))
+        gamma_hat = np.empty((n_sites, n_features))
+        delta_hat = np.ones((n_sites, n_features))
+        summaries = {key: np.empty((n_sites, n_features)) for key in (
+            (["mean", "ss"] if parametric_eb else []) + (["s1", "s2"] if nonparametric_eb else []))}
+        for cols in blocks:
+            block = np.array(x[:, cols], dtype=float)
+            b_hat, var_block = self._fit_location(block, design, site_index, context)
+            grand = b_hat[self._ref] if self._ref is not None else (counts / n) @ b_hat[:n_sites]
+            # A feature constant within every site carries no site scale to estimate. Its residuals
+            # are rounding noise (~1e-16 of its size, their exact value depending on the BLAS
+            # path), so "constant" is a residual SD below 1e-10 of the feature's RMS, not == 0.
+            constant = var_block <= _CONSTANT_RTOL**2 * np.einsum("ij,ij->j", block, block) / n
+            var_block[constant] = 0.0
+            grand_mean[cols], var_pooled[cols] = grand, var_block
+            beta_covariates[:, cols] = b_hat[n_sites:]
+            standardized = block - grand
+            del block
+            standardized -= covs @ b_hat[n_sites:]
+            standardized /= np.sqrt(np.where(constant, 1.0, var_block))
+            standardized[:, constant] = 0.0
+            gamma_hat[:, cols] = np.linalg.solve(batch_gram, batch.T @ standardized)
+            for i, rows in enumerate(members):
+                site = standardized[rows]
+                if not self.mean_only:
+                    delta_hat[i, cols] = np.var(site, axis=0, ddof=1)
+                if parametric_eb:
+                    summaries["mean"][i, cols] = site.mean(axis=0)
+                    summaries["ss"][i, cols] = delta_hat[i, cols] * (len(rows) - 1)
+                if nonparametric_eb:
+                    summaries["s1"][i, cols] = site.sum(axis=0)
+                    summaries["s2"][i, cols] = (site**2).sum(axis=0)
+        if not self.mean_only:
+            delta_hat[delta_hat == 0] = 1.0
         constant = var_pooled == 0
-        if constant.any():
-            # a feature constant within every site carries no site scale to estimate
-            var_pooled = np.where(constant, 1.0, var_pooled)
         self.constant_features_ = constant
         self.grand_mean_ = grand_mean
-        self.beta_covariates_ = b_hat[n_sites:]
-        self.var_pooled_ = var_pooled
-        standardized = (x - grand_mean - covs @ self.beta_covariates_) / np.sqrt(var_pooled)
-        self._estimate_site_effects(standardized, site_index)
-        self._fit_data = (x, site_index)
+        self.beta_covariates_ = beta_covariates
+        self.var_pooled_ = np.where(constant, 1.0, var_pooled)
+        self._estimate_site_effects(gamma_hat, delta_hat, counts, summaries)
         return self
 
-    def _estimate_site_effects(self, s_data: np.ndarray, site_index: np.ndarray) -> None:
-        n_sites = len(self.sites_)
-        batch = np.eye(n_sites)[site_index]
-        if self._ref is not None:
-            batch[:, self._ref] = 1.0
-        gamma_hat = np.linalg.solve(batch.T @ batch, batch.T @ s_data)
-        delta_hat = np.ones_like(gamma_hat)
-        if not self.mean_only:
-            for i in range(n_sites):
-                delta_hat[i] = np.var(s_data[site_index == i], axis=0, ddof=1)
-            delta_hat[delta_hat == 0] = 1.0
+    def _estimate_site_effects(self, gamma_hat: np.ndarray, delta_hat: np.ndarray,
+                               counts: np.ndarray, summaries: dict[str, np.ndarray]) -> None:
         if not self.empirical_bayes:
             gamma_star, delta_star = gamma_hat, delta_hat
         elif self.parametric:
-            gamma_star, delta_star = self._parametric(s_data, site_index, gamma_hat, delta_hat)
+            gamma_star, delta_star = self._parametric(gamma_hat, delta_hat, counts, summaries)
         else:
-            gamma_star, delta_star = self._nonparametric(s_data, site_index, gamma_hat, delta_hat)
+            gamma_star, delta_star = self._nonparametric(gamma_hat, delta_hat, counts, summaries)
         gamma_star = np.array(gamma_star, float)
         delta_star = np.array(delta_star, float)
         if self._ref is not None:
@@ -250,27 +364,27 @@ class ComBat:
         self.gamma_hat_, self.delta_hat_ = gamma_hat, delta_hat
         self.gamma_star_, self.delta_star_ = gamma_star, delta_star
 
-    def _parametric(self, s_data, site_index, gamma_hat, delta_hat):
+    def _parametric(self, gamma_hat, delta_hat, counts, summaries):
         gamma_bar = gamma_hat.mean(axis=1)
         t2 = gamma_hat.var(axis=1, ddof=1)
         gamma_star = np.empty_like(gamma_hat)
         delta_star = np.ones_like(delta_hat)
         for i in range(len(self.sites_)):
-            block = s_data[site_index == i]
-            n = block.shape[0]
+            n = counts[i]
             if i == self._ref:
                 gamma_star[i], delta_star[i] = 0.0, 1.0  # the reference site is not adjusted
                 continue
             if self.mean_only:
                 gamma_star[i] = (t2[i] * gamma_hat[i] + gamma_bar[i]) / (t2[i] + 1.0)
                 continue
+            site_mean, site_ss = summaries["mean"][i], summaries["ss"][i]
             m, s2 = delta_hat[i].mean(), delta_hat[i].var(ddof=1)
             a_prior = (2 * s2 + m**2) / s2
             b_prior = (m * s2 + m**3) / s2
             g_old, d_old = gamma_hat[i].copy(), delta_hat[i].copy()
             for _ in range(self.max_iter):
                 g_new = (t2[i] * n * gamma_hat[i] + d_old * gamma_bar[i]) / (t2[i] * n + d_old)
-                sum2 = ((block - g_new) ** 2).sum(axis=0)
+                sum2 = site_ss + n * (site_mean - g_new) ** 2
                 d_new = (0.5 * sum2 + b_prior) / (n / 2.0 + a_prior - 1.0)
                 # signed denominator as in sva's it.sol and neuroCombat, so results agree
                 with np.errstate(divide="ignore", invalid="ignore"):
@@ -282,22 +396,23 @@ class ComBat:
             gamma_star[i], delta_star[i] = g_new, d_new
         return gamma_star, delta_star
 
-    def _nonparametric(self, s_data, site_index, gamma_hat, delta_hat, chunk: int = 2048):
+    def _nonparametric(self, gamma_hat, delta_hat, counts, summaries):
         """Each feature's posterior mean over the other features' (gamma, delta), likelihood-weighted.
 
         Vectorized as in Johnson et al.'s ``int.eprior``: for a site with ``n`` samples the Gaussian
         likelihood of feature ``v``'s data under feature ``u``'s estimates uses
         ``sum_k (x_kv - g_u)**2 = S2_v - 2 g_u S1_v + n g_u**2``; weights are computed in log space
-        so that large sites do not underflow.
+        so that large sites do not underflow. Rows of the (features × features) weight matrix are
+        formed a chunk at a time (about 32 MB each).
         """
-        n_features = s_data.shape[1]
+        n_features = gamma_hat.shape[1]
+        chunk = max(1, min(2048, _BLOCK_VALUES // max(n_features, 1)))
         gamma_star = np.empty_like(gamma_hat)
         delta_star = np.empty_like(delta_hat)
         for i in range(len(self.sites_)):
-            block = s_data[site_index == i]
-            n = block.shape[0]
+            n = counts[i]
             g, d = gamma_hat[i], delta_hat[i]
-            s1, s2 = block.sum(axis=0), (block**2).sum(axis=0)
+            s1, s2 = summaries["s1"][i], summaries["s2"][i]
             for start in range(0, n_features, chunk):
                 rows = slice(start, min(start + chunk, n_features))
                 sum2 = s2[rows, None] - 2 * s1[rows, None] * g[None] + n * g[None] ** 2
@@ -312,17 +427,32 @@ class ComBat:
         return gamma_star, delta_star
 
     # --- applying ---------------------------------------------------------------------------------
-    def transform(self, data, sites, covariates: pd.DataFrame | None = None, participants=None):
+    def transform(self, data, sites, covariates: pd.DataFrame | None = None, participants=None,
+                  *, out: np.ndarray | None = None):
         """Remove the fitted site effects from ``data`` (same features as in fitting).
+
+        Parameters
+        ----------
+        data : array or DataFrame, shape (n_samples, n_features)
+        sites : array-like of str, shape (n_samples,)
+        covariates : DataFrame, optional
+            The covariate columns used in fitting.
+        participants : array-like, optional
+            Accepted for a common signature with :class:`LongitudinalComBat` (not used: the
+            harmonizing map does not depend on the participant).
+        out : ndarray, shape (n_samples, n_features), optional
+            Float array to write the result into (it may be ``data`` itself: each column block is
+            read before it is written). A float32 ``out`` stores the float64 result rounded.
 
         Returns
         -------
-        array or DataFrame (same type, shape and labels as ``data``)
+        array or DataFrame (same type, shape and labels as ``data``); ``out`` when given (wrapped
+        in a DataFrame for DataFrame input). Float64 unless ``out`` says otherwise.
 
         Raises
         ------
         BadInputError
-            A site or covariate level not seen in fitting, or a feature mismatch.
+            A site or covariate level not seen in fitting, a feature mismatch, or a bad ``out``.
         """
         if not hasattr(self, "gamma_star_"):
             raise BadInputError("ComBat.transform: call fit first")
@@ -335,25 +465,46 @@ class ComBat:
         n = x.shape[0]
         site_index = self._site_index(sites, n, fitting=False)
         covs = self._covariate_columns(covariates, n, fitting=False)
-        mod_mean = covs @ self.beta_covariates_
-        scale = np.sqrt(self.var_pooled_)
-        standardized = (x - self.grand_mean_ - mod_mean) / scale
-        adjusted = ((standardized - self.gamma_star_[site_index])
-                    / np.sqrt(self.delta_star_[site_index]))
-        out = adjusted * scale + self.grand_mean_ + mod_mean
-        if self._ref is not None:
-            ref_rows = site_index == self._ref
-            out[ref_rows] = x[ref_rows]
-        out[:, self.constant_features_] = x[:, self.constant_features_]
+        if out is None:
+            result = np.empty(x.shape)
+        elif (not isinstance(out, np.ndarray) or out.shape != x.shape or out.dtype.kind != "f"
+              or not out.flags.writeable):
+            raise BadInputError(f"ComBat.transform: out must be a writeable float ndarray of shape "
+                                f"{x.shape}, got {type(out).__name__} "
+                                f"{getattr(out, 'shape', '')} {getattr(out, 'dtype', '')}")
+        else:
+            result = out
+        ref_rows = site_index == self._ref if self._ref is not None else None
+        scale_all = np.sqrt(self.var_pooled_)
+        for cols in _column_blocks(n, x.shape[1], self.block_size):
+            block = np.array(x[:, cols], dtype=float)
+            grand, scale = self.grand_mean_[cols], scale_all[cols]
+            mod_mean = covs @ self.beta_covariates_[:, cols]
+            # ((x - grand - mod) / scale - gamma) / sqrt(delta) * scale + grand + mod, in place
+            # (the same operations in the same order as the expression, fewer temporaries)
+            harmonized = block - grand
+            harmonized -= mod_mean
+            harmonized /= scale
+            harmonized -= self.gamma_star_[:, cols][site_index]
+            harmonized /= np.sqrt(self.delta_star_[:, cols][site_index])
+            harmonized *= scale
+            harmonized += grand
+            harmonized += mod_mean
+            del mod_mean
+            if ref_rows is not None:
+                harmonized[ref_rows] = block[ref_rows]
+            constant = self.constant_features_[cols]
+            harmonized[:, constant] = block[:, constant]
+            result[:, cols] = harmonized
         if index is not None:
-            return pd.DataFrame(out, index=index, columns=data.columns)
-        return out
+            return pd.DataFrame(result, index=index, columns=data.columns, copy=False)
+        return result
 
     def fit_transform(self, data, sites, covariates: pd.DataFrame | None = None,
-                      participants=None):
-        """``fit`` then ``transform`` on the same samples."""
+                      participants=None, *, out: np.ndarray | None = None):
+        """``fit`` then ``transform`` on the same samples (``out`` as in :meth:`transform`)."""
         return self.fit(data, sites, covariates, participants).transform(
-            data, sites, covariates, participants)
+            data, sites, covariates, participants, out=out)
 
 
 class LongitudinalComBat(ComBat):
@@ -376,23 +527,28 @@ class LongitudinalComBat(ComBat):
     (not the reference site alone, as in :class:`ComBat`), since the participant effects must be
     separated from the residual across every site. No R longComBat reference is available here:
     the REML step is the engine checked against lme4 and statsmodels, and the empirical Bayes
-    step is ComBat's (checked against neuroCombat).
+    step is ComBat's (checked against neuroCombat). The REML fit is per feature, so it runs on
+    the same column blocks as ComBat's OLS (``block_size``).
     """
 
-    def _fit_location(self, data, site_index, covs, participants=None):
-        from theramark.group import _reml
-
+    def _location_context(self, n: int, participants) -> np.ndarray:
         if participants is None:
             raise BadInputError("LongitudinalComBat.fit: pass participants (one label per sample)")
         participants = np.asarray(participants).astype(str)
-        if participants.shape != (data.shape[0],):
+        if participants.shape != (n,):
             raise BadInputError("LongitudinalComBat.fit: participants must have one label per "
                                 "sample")
-        n_sites = len(self.sites_)
-        design = np.hstack([np.eye(n_sites)[site_index], covs])
-        if self.ref_site is not None:
-            design[:, self._ref] = 1.0
-        if np.linalg.matrix_rank(design) < design.shape[1]:
-            raise BadInputError("LongitudinalComBat: the covariates are confounded with site")
-        fit = _reml.fit_reml(_reml.sufficient_stats(design, data, participants))
+        return participants
+
+    def _design(self, site_index: np.ndarray, covs: np.ndarray) -> np.ndarray:
+        try:
+            return super()._design(site_index, covs)
+        except BadInputError:
+            raise BadInputError("LongitudinalComBat: the covariates are confounded with site "
+                                "(the design is rank deficient)") from None
+
+    def _fit_location(self, block, design, site_index, context):
+        from theramark.group import _reml
+
+        fit = _reml.fit_reml(_reml.sufficient_stats(design, block, context))
         return fit.beta.T, fit.sigma2

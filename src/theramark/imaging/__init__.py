@@ -6,14 +6,14 @@ Modules: :mod:`~theramark.imaging.denoise` (nuisance regression), :mod:`~therama
 :mod:`~theramark.imaging.participant` (one job per run, in parallel) and
 :mod:`~theramark.imaging.outputs` (the tidy table the group level reads).
 
-The two entry points are importable from here without loading the heavy modules up front.
+The entry points are importable from here without loading the heavy modules up front.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["read_participant_outputs", "run_participant_level"]
+__all__ = ["load_masked_bold", "read_participant_outputs", "run_participant_level"]
 
 
 def __getattr__(name: str) -> Any:
@@ -25,4 +25,8 @@ def __getattr__(name: str) -> Any:
         from theramark.imaging.outputs import read_participant_outputs
 
         return read_participant_outputs
+    if name == "load_masked_bold":
+        from theramark.imaging._image import load_masked_bold
+
+        return load_masked_bold
     raise AttributeError(f"module 'theramark.imaging' has no attribute {name!r}")

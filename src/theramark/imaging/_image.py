@@ -4,7 +4,9 @@ nilearn's maskers load the whole 4D image as float64 and then index it; for a 91
 that is 2.2 GB before anything else happens. Here the image is streamed from disk a block of
 volumes at a time and only the in-mask voxels of each block are kept, as float32, so peak memory
 is about the in-mask data plus one block. The values are identical to ``img.get_fdata()[mask]``
-(same scaling: ``stored * slope + intercept``), only the precision is float32.
+(same scaling: ``stored * slope + intercept`` in double precision), bit for bit what
+``img.get_fdata(dtype=np.float32)[mask]`` gives. Gzipped files are inflated by ISA-L when the
+``isal`` package is installed, else zlib (:mod:`theramark._inflate`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from theramark._inflate import INFLATE_ERRORS, stored_bytes
 from theramark.errors import BadInputError, one_line
 from theramark.study.validate import open_nifti, same_grid
 
@@ -117,41 +120,15 @@ def check_bold_values(data: np.ndarray, path: str | os.PathLike) -> None:
             f"{data.shape[1]} voxels): no signal to analyse")
 
 
-def _stored_bytes(path: Path, offset: int, chunk: int = 16 << 20):
-    """The file's bytes from ``offset`` on, decompressed when gzipped, in large pieces.
-
-    zlib is driven directly with big chunks: Python's ``gzip`` module reads through many small
-    buffered calls and spends as much time in Python as in zlib for a 1 GB image.
-    """
-    with open(path, "rb") as handle:
-        magic = handle.read(2)
-        handle.seek(0)
-        if magic != b"\x1f\x8b":
-            handle.seek(offset)
-            while piece := handle.read(chunk):
-                yield piece
-            return
-        skip = offset
-        decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        while raw := handle.read(chunk):
-            while raw:
-                piece = decompressor.decompress(raw)
-                if skip:
-                    dropped = min(skip, len(piece))
-                    piece = piece[dropped:]
-                    skip -= dropped
-                if piece:
-                    yield piece
-                if decompressor.eof:  # a multi-member gzip file: continue with the next member
-                    raw = decompressor.unused_data
-                    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                else:
-                    raw = b""
+def _stored_bytes(path: Path, offset: int, chunk: int = 16 << 20, engine: str | None = None):
+    """The file's bytes from ``offset`` on, inflated (ISA-L or zlib) when gzipped, in large
+    pieces (:func:`theramark._inflate.stored_bytes`)."""
+    return stored_bytes(path, offset, chunk, engine)
 
 
 def _prefetched(pieces, depth: int = 3):
-    """Iterate ``pieces`` produced in a background thread (zlib releases the GIL while it
-    inflates, so decompression overlaps the gathering of in-mask voxels)."""
+    """Iterate ``pieces`` produced in a background thread (zlib and ISA-L release the GIL while
+    they inflate, so decompression overlaps the gathering of in-mask voxels)."""
     import queue
     import threading
 
@@ -191,6 +168,7 @@ def _prefetched(pieces, depth: int = 3):
 
 def read_masked(
     bold: nib.Nifti1Image, flat_index: np.ndarray, block_bytes: int = 64 << 20,
+    engine: str | None = None,
 ) -> np.ndarray:
     """In-mask voxels of a 4D image as a float32 array of shape (n_volumes, n_voxels).
 
@@ -202,6 +180,9 @@ def read_masked(
         Positions of the voxels to keep in the stored voxel array (:func:`mask_indices`).
     block_bytes : int
         Approximate size of the stored data read at once.
+    engine : {"isal", "zlib"}, optional
+        Inflater of a gzipped file (:func:`theramark._inflate.inflate_engine`: ISA-L when
+        installed, unless ``$THERAMARK_INFLATE=zlib``). Both give the same bytes.
 
     Returns
     -------
@@ -219,21 +200,23 @@ def read_masked(
     inter = float(getattr(bold.dataobj, "inter", 0.0))
     out = np.empty((n_vol, flat_index.size), dtype=np.float32)
     filename = bold.get_filename()
+    scaled = slope != 1.0 or inter != 0.0
     if filename is None or getattr(bold.dataobj, "is_proxy", False) is False:
         data = stored_array(bold, "BOLD image")
         flat = data.reshape(n_spatial, n_vol, order="F")
-        out[:] = flat[flat_index].T
+        out[:] = _scale(flat[flat_index].T, slope, inter) if scaled else flat[flat_index].T
         return out
     offset = int(bold.dataobj.offset)
     volume_bytes = n_spatial * dtype.itemsize
     per_block = max(1, min(n_vol, block_bytes // volume_bytes))
     buffer = np.empty(per_block * n_spatial, dtype=dtype)
     raw = memoryview(buffer).cast("B")
-    same_type = dtype == np.dtype(np.float32)  # native-endian float32: no conversion
+    # native-endian float32 without scaling: no conversion
+    same_type = dtype == np.dtype(np.float32) and not scaled
     path = Path(filename)
     start, filled = 0, 0  # first volume of the block being filled; bytes of it filled
     try:
-        for piece in _prefetched(_stored_bytes(path, offset)):
+        for piece in _prefetched(_stored_bytes(path, offset, engine=engine)):
             view = memoryview(piece)
             while view.nbytes and start < n_vol:
                 count = min(per_block, n_vol - start)
@@ -245,22 +228,34 @@ def read_masked(
                     block = buffer[: count * n_spatial].reshape(count, n_spatial)
                     if same_type:  # gather straight into the output, no temporary
                         np.take(block, flat_index, axis=1, out=out[start : start + count])
+                    elif scaled:
+                        out[start : start + count] = _scale(block[:, flat_index], slope, inter)
                     else:
                         out[start : start + count] = block[:, flat_index]
                     start, filled = start + count, 0
             if start >= n_vol:
                 break
-    except (zlib.error, EOFError) as exc:
-        raise BadInputError(f"{path}: corrupt compressed data ({exc})") from None
+    except EOFError:
+        pass  # the file ends inside the gzip stream: reported below with what is missing
+    except INFLATE_ERRORS as exc:
+        raise BadInputError(f"{path}: corrupt compressed data ({one_line(exc)})") from None
     if start < n_vol:
         raise BadInputError(
             f"{path}: file is truncated (expected {n_vol} volumes of {shape[:3]}, "
             f"data ends inside volume {start + filled // volume_bytes + 1})"
         )
-    if slope != 1.0 or inter != 0.0:
-        out *= np.float32(slope)
-        out += np.float32(inter)
     return out
+
+
+def _scale(stored: np.ndarray, slope: float, inter: float) -> np.ndarray:
+    """``stored * slope + inter`` in double precision, as nibabel scales (then cast to float32 by
+    the caller): scaling in float32 would differ from ``get_fdata(dtype=float32)`` in the last bit."""
+    values = stored.astype(np.float64)
+    if slope != 1.0:
+        values *= slope
+    if inter != 0.0:
+        values += inter
+    return values
 
 
 def load_masked_bold(

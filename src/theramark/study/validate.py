@@ -23,10 +23,8 @@ Every message is one line; the path column names the file.
 
 from __future__ import annotations
 
-import gzip
 import os
 import warnings
-import zlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from theramark._inflate import INFLATE_ERRORS, stored_bytes
 from theramark.errors import BadInputError, one_line
 from theramark.study.entities import RUN_ENTITIES, build_name, parse_entities
 from theramark.study.layout import Run, discover_runs, find_collisions, fmriprep_dir_for
@@ -111,14 +110,11 @@ def _inspect_nifti(
     offset = int(getattr(img.dataobj, "offset", img.header.get_data_offset()))
     expected = offset + int(np.prod(img.shape)) * img.header.get_data_dtype().itemsize
     try:
-        if path.name.endswith(".gz"):
-            size = 0
-            with gzip.open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 22), b""):
-                    size += len(block)
+        if path.name.endswith(".gz"):  # inflated as the participant level reads it (ISA-L or zlib)
+            size = sum(len(piece) for piece in stored_bytes(path))
         else:
             size = path.stat().st_size
-    except (OSError, EOFError, zlib.error) as exc:
+    except (OSError, *INFLATE_ERRORS) as exc:
         return None, f"corrupt or truncated file ({type(exc).__name__}: {one_line(exc)})"
     if size < expected:
         return None, f"truncated: {size} bytes of data where the header needs {expected}"
