@@ -94,7 +94,8 @@ def test_ground_truth_is_complete(small_study):
     assert {"cbt_dfc_variability_dlpfc_precuneus", "amygdala_acc_fc_tracks_hamd_improvement",
             "nacc_gain_anticipation_after_therapy", "baseline_sgacc_nacc_fc_predicts_response",
             "neglect_stress_anhedonia_moderated_by_sex", "financial_strain_threshold",
-            "loneliness_most_central"} <= names
+            "loneliness_most_central", "cbt_state_occupancy_thalamo_occipital",
+            "mfg_amygdala_fc_leads_hamd_improvement"} <= names
     rois = set(pd.read_csv(small_study / "sourcedata" / "participant_truth.tsv", sep="\t").columns)
     assert "propensity_z" in rois
     for effect in truth["effects"]:

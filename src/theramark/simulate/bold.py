@@ -90,6 +90,15 @@ class RunSpec:
     couplings: tuple[Coupling, ...] = ()
     nacc_gain_increase: float = 0.0
     extra: dict = field(default_factory=dict)
+    #: Couplings drawn from a stream of their own, so that adding one leaves the rest of the run
+    #: (and every run planted before it existed) unchanged.
+    own_stream_couplings: tuple[Coupling, ...] = ()
+    #: Planted connectivity state (rest runs): fractional occupancy of the state in which
+    #: ``state_rois`` share a component of correlation ``state_coupling``; None: no states.
+    state_occupancy: float | None = None
+    state_rois: tuple[str, ...] = ()
+    state_coupling: float = 0.0
+    state_dwell_volumes: float = 12.0
 
     @property
     def stem(self) -> str:
@@ -188,7 +197,44 @@ def regional_signals(space: StudySpace, spec: RunSpec, rng: np.random.Generator)
         for b_name in coupling.b:
             b = names.index(b_name)
             x[:, b] = np.sqrt(1 - rho) * x[:, b] + np.sqrt(rho) * modulation * shared
+    if spec.own_stream_couplings or spec.state_occupancy is not None:
+        own = np.random.default_rng(np.random.SeedSequence((*spec.seed, 7919)))
+        for coupling in spec.own_stream_couplings:
+            rho = float(np.clip(coupling.rho, 0.0, 0.95))
+            shared = ar1((t,), 0.5, own)
+            for name in (coupling.a, *coupling.b):
+                r = names.index(name)
+                x[:, r] = np.sqrt(1 - rho) * x[:, r] + np.sqrt(rho) * shared
+        if spec.state_occupancy is not None:
+            states = state_sequence(t, spec.state_occupancy, spec.state_dwell_volumes, own)
+            weight = spec.state_coupling * states
+            shared = ar1((t,), 0.5, own)
+            for name in spec.state_rois:
+                r = names.index(name)
+                x[:, r] = np.sqrt(1 - weight) * x[:, r] + np.sqrt(weight) * shared
     return x
+
+
+def state_sequence(n_volumes: int, occupancy: float, dwell_volumes: float,
+                   rng: np.random.Generator) -> np.ndarray:
+    """A two-state Markov chain (0/1 per volume) with the given stationary occupancy of state 1.
+
+    The chain leaves state 1 with probability ``1 / dwell_volumes`` per volume and enters it with
+    ``occupancy / (1 - occupancy) / dwell_volumes``, so that ``occupancy`` is its stationary
+    share; the first volume is drawn from the stationary distribution.
+    """
+    occupancy = float(np.clip(occupancy, 0.0, 1.0))
+    leave = 1.0 / max(dwell_volumes, 1.0)
+    enter = min(1.0, occupancy / max(1.0 - occupancy, 1e-9) * leave)
+    draws = rng.random(n_volumes)
+    states = np.empty(n_volumes)
+    current = float(draws[0] < occupancy)
+    # a Markov chain is sequential by nature; T steps of scalar work per run (T ~ 150-400)
+    for i in range(n_volumes):
+        if i:
+            current = float(draws[i] >= leave) if current else float(draws[i] < enter)
+        states[i] = current
+    return states
 
 
 def simulate_run(space: StudySpace | VoxelSubset, spec: RunSpec) -> RunData:

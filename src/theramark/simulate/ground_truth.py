@@ -14,6 +14,7 @@ from theramark.simulate.presets import (
     SESSIONS,
     SITE_EFFECTS,
     SPACE,
+    STATE_ROIS,
     THERAPY_GROUPS,
     Preset,
 )
@@ -127,6 +128,53 @@ def ground_truth(preset: Preset, seed: int, resolution: int, rois: pd.DataFrame,
             },
             "sign": "+",
             "location_mni": _location(rois, "sgacc", "nacc_L", "nacc_R"),
+            "planted": planted,
+        },
+        {
+            "name": "cbt_state_occupancy_thalamo_occipital",
+            "kind": "group_by_time",
+            "measure": "dfcstates",
+            "statistic": "fractional occupancy of the thalamo-occipital state",
+            "task": "rest",
+            "regions": list(STATE_ROIS),
+            "groups": ["CBT"],
+            "reference_groups": ["MBCT", "waitlist", "HC"],
+            "sessions": list(SESSIONS),
+            "size": {
+                "value": eff.state_occupancy_cbt["post"] - eff.state_occupancy_baseline,
+                "units": "increase (post - pre) in the fractional occupancy of a connectivity "
+                         "state (two-state Markov chain per rest run) in which the latent signals "
+                         "of the regions share a component of correlation state_coupling",
+                "by_session": dict(eff.state_occupancy_cbt),
+                "baseline_occupancy": eff.state_occupancy_baseline,
+                "state_coupling": eff.state_coupling,
+                "mean_dwell_volumes": eff.state_dwell_volumes,
+            },
+            "sign": "+",
+            "location_mni": _location(rois, *STATE_ROIS),
+            "planted": planted,
+        },
+        {
+            "name": "mfg_amygdala_fc_leads_hamd_improvement",
+            "kind": "cross_lagged",
+            "measure": "pearsoncorrelation",
+            "feature": "amygdala_R__mfg_R",
+            "task": "rest",
+            "symptom": "hamd17",
+            "groups": list(PATIENT_GROUPS),
+            "sessions": list(SESSIONS),
+            "size": {
+                "value": eff.lag_rho_slope,
+                "units": "added latent correlation per fraction of HAMD-17 improvement at the "
+                         "NEXT session (post: its own), so the brain feature at one wave predicts "
+                         "the symptom score at the next beyond the symptom score itself; symptoms "
+                         "do not feed back on the brain",
+                "base_correlation": eff.lag_rho_base,
+                "lead": "brain -> symptom (cross-lag from the FC edge to HAMD-17 is negative: "
+                        "more coupling, fewer symptoms later)",
+            },
+            "sign": "-",
+            "location_mni": _location(rois, "mfg_R", "amygdala_R"),
             "planted": planted,
         },
         {

@@ -25,6 +25,7 @@ from theramark.simulate.presets import (
     REPETITION_TIME,
     SESSIONS,
     SPACE,
+    STATE_ROIS,
     TASKS,
     THERAPY_GROUPS,
     Preset,
@@ -69,6 +70,12 @@ def plan_runs(truth: pd.DataFrame, preset: Preset, seed: int,
             sgacc = eff.sgacc_nacc_base + (eff.sgacc_nacc_slope * row.propensity_z
                                            if patient else 0.0)
             gain = eff.nacc_gain_increase[session] if row.group in THERAPY_GROUPS else 0.0
+            # brain leads symptoms: this session's coupling tracks the next session's improvement
+            following = SESSIONS[min(SESSIONS.index(session) + 1, len(SESSIONS) - 1)]
+            lag_rho = eff.lag_rho_base + (eff.lag_rho_slope * getattr(row, f"improvement_{following}")
+                                          if patient else 0.0)
+            occupancy = (eff.state_occupancy_cbt[session] if row.group == "CBT"
+                         else eff.state_occupancy_baseline)
             for task in TASKS:
                 couplings = (
                     Coupling("amygdala_L", ("dacc",), amygdala),
@@ -83,6 +90,10 @@ def plan_runs(truth: pd.DataFrame, preset: Preset, seed: int,
                     high_motion=(row.participant_id, session, task) in high_motion,
                     couplings=couplings, nacc_gain_increase=gain,
                     extra={"reference_time": reference_time},
+                    own_stream_couplings=(Coupling("mfg_R", ("amygdala_R",), lag_rho),),
+                    state_occupancy=occupancy if task == "rest" else None,
+                    state_rois=STATE_ROIS, state_coupling=eff.state_coupling,
+                    state_dwell_volumes=eff.state_dwell_volumes,
                 ))
     return specs
 
