@@ -45,12 +45,14 @@ PYBIDS_VERSION ?= 0.22.0
 	  && mv .tools/pybids.tmp $@ \
 	  || { rm -rf .tools/pybids.tmp; echo "note: could not download the pybids sdist; the external-datasets test will skip"; }
 
-# Headless Chromium (Debian's package) for the report-in-a-browser test. Installed only when
-# missing and make runs as root with apt-get; otherwise that test skips with the reason.
+# Headless Chromium and its WebDriver (Debian's packages) for the browser tests of the report and
+# the neurofeedback display. Installed only when missing and make runs as root with apt-get;
+# otherwise those tests skip with the reason.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
-	  && (apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1) \
-	  || echo "note: chromium could not be installed; the browser test of the report will skip"; }
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && (apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1) \
+	  || echo "note: chromium/chromium-driver could not be installed; the browser tests of the report and the neurofeedback display will skip"; }
 
 demo: $(VENV)/.stamp-install
 	$(BIN)/theramark demo $(DEMO_DIR)

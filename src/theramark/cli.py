@@ -33,6 +33,8 @@ _COMMAND_MODULES = (
     "theramark.scales.commands",
     "theramark.psychosocial.commands",
     "theramark.config_commands",
+    "theramark.realtime.commands",
+    "theramark.predict.commands",
 )
 
 

@@ -58,7 +58,7 @@ CONNECTIVITY_MEASURES: tuple[str, ...] = _registry.CONNECTIVITY_MEASURES
 FEATURE_MEASURES: tuple[str, ...] = _registry.MODELLED_MEASURES
 
 #: Tables reserved for stages this version does not implement: declaring one is an error.
-RESERVED_TABLES: tuple[str, ...] = ("predict", "realtime", "dynamics", "inference", "features", "group")
+RESERVED_TABLES: tuple[str, ...] = ("inference", "features", "group")
 
 # Vocabularies of the participant level (theramark.imaging.denoise / rois, nilearn's GLM); a test
 # checks they equal the modules' own.
@@ -296,6 +296,9 @@ SCHEMA: dict[str, Table] = {table.name: table for table in (
             "auto: change scores for complete two-session features, else mixed models",
             choices=("auto", "change", "mixed")),
         Key("n_permutations", int, 5000, "permutations of max-T FWE and NBS; 0: none"),
+        Key("chunk_edges", int, 0,
+            "features per pass of the max-T permutations (identical results, the memory of one "
+            "chunk); 0: all at once"),
         Key("alpha", float, 0.05, "significance level"),
         Key("link_covariates", list[str], [], "covariates of the brain-symptom links"),
         Key("link_instruments", list[str], [],
@@ -348,8 +351,148 @@ SCHEMA: dict[str, Table] = {table.name: table for table in (
             Key("lag", bool, False, "predict each prompt's outcome from the previous prompt's predictor"),
         )),
     )),
+    Table("dynamics", "dynamic-FC states of the rest runs and temporal precedence", (
+        Key("enabled", bool, True, "fit dynamic-FC states when the study has rest time series"),
+        Key("tasks", list[str], ["rest"], "tasks whose ROI time series are clustered"),
+        Key("method", str, "kmeans",
+            "windowed FC + k-means (Allen et al. 2014) or LEiDA (Cabral et al. 2017)",
+            choices=("kmeans", "leida")),
+        Key("n_states", int, 0,
+            "number of states k; 0: not declared (only the k_selection table is made)"),
+        Key("k_range", list[int], [2, 3, 4, 5, 6, 7, 8],
+            "numbers of states compared in the k_selection table; empty: none"),
+        Key("window_s", float, 60.0, "sliding-window length (s) of the k-means states"),
+        Key("step_volumes", int, 1, "sliding-window step (volumes)"),
+        Key("distance", str, "euclidean",
+            "k-means distance: euclidean, or L1 (cityblock) as Allen et al. (2014) used for FC "
+            "vectors (several times slower)", choices=("euclidean", "cityblock")),
+        Key("rois", list[str], [], "ROIs whose connectivity defines the states; empty: every ROI"),
+        Key("n_surrogates", int, 19,
+            "stationary surrogates per run for the null of dFC variability; 0: none"),
+        Key("surrogate_method", str, "phase",
+            "phase randomisation (same spectrum and covariance) or a multivariate autoregressive "
+            "model (Liegeois et al. 2017)", choices=("phase", "mvar")),
+        Table("precedence", "cross-lagged panel models: does brain change come before symptom change?", (
+            Key("brain", str, "",
+                "feature key measure|task|feature of the brain variable; empty: not declared, "
+                "skipped"),
+            Key("symptom", str, "", "instrument whose total is the symptom variable (e.g. hamd17)"),
+            Key("sessions", list[str], [], "sessions in time order; empty: the study's sessions"),
+        )),
+    )),
+    Table("predict", "response prediction: who responds, and to which therapy (off unless enabled)", (
+        Key("enabled", bool, False,
+            "run the response-prediction analysis (nested cross-validation, permutation test, PAI)"),
+        Key("instrument", str, "", "outcome instrument; empty: the study's primary instrument"),
+        Key("outcome", str, "response",
+            "what is predicted: response and remission (binary), percent_change or change "
+            "(continuous, endpoint - baseline)",
+            choices=("response", "remission", "percent_change", "change")),
+        Key("reduction", float, 0.5, "fractional reduction from baseline that counts as response"),
+        Key("remission_threshold", float | None, None,
+            "endpoint total at or below which is remission; unset: the instrument's cut-off"),
+        Key("baseline", str, "", "session of the predictors and of the outcome's start; empty: the "
+            "study baseline"),
+        Key("early", str, "",
+            "early (mid-treatment) session of the early-change features; empty: the session after "
+            "baseline, if it is not the endpoint"),
+        Key("endpoint", str, "", "session of the outcome; empty: the study endpoint"),
+        Key("groups", list[str], [], "arms whose participants are modelled; empty: every patient arm"),
+        Key("imaging", list[str], [],
+            'baseline imaging predictors: feature keys, key prefixes or globs (e.g. '
+            '"pearsoncorrelation|rest"); empty: none'),
+        Key("clinical", list[str], ["baseline_total"],
+            "clinical predictors: baseline_total (the outcome instrument's), an instrument's "
+            "baseline total (<instrument>_total) or participants.tsv columns (age, sex...)"),
+        Key("models", list[str], ["elasticnet"],
+            "models: elastic net, linear SVM, CPM (continuous outcomes, imaging only)",
+            items=("elasticnet", "svm", "cpm")),
+        Key("cv", str, "stratified",
+            "outer cross-validation: repeated stratified k-fold, repeated k-fold, or leave one site out",
+            choices=("stratified", "kfold", "site")),
+        Key("n_splits", int, 5, "outer folds"),
+        Key("n_repeats", int, 10, "repeats of the outer k-fold"),
+        Key("inner_splits", int, 5, "folds of the inner (hyperparameter) loop"),
+        Key("tune", bool, True,
+            "tune hyperparameters in the inner loop; false: the models' fixed defaults (faster)"),
+        Key("n_permutations", int, 200,
+            "permutations of the whole nested procedure for the primary model (>= 1000 for a "
+            "publication); 0: none"),
+        Key("n_boot", int, 2000, "bootstrap resamples (over participants) of the metric CIs"),
+        Key("harmonize", bool, True, "ComBat inside the folds when there are two sites or more"),
+        Key("harmonize_covariates", list[str], ["age", "sex"],
+            "participants.tsv columns whose effects ComBat preserves (those present are used)"),
+        Key("unseen_site", str, "error",
+            "a test site absent from the training rows: refuse, or use the pooled fit",
+            choices=("error", "pooled")),
+        Key("early_change", bool, True, "compare baseline-only with baseline + early-change features"),
+        Key("pai", bool, True, "Personalized Advantage Index between the therapy arms"),
+        Key("pai_arms", list[str], [], "arms compared by the PAI; empty: the therapy arms"),
+        Key("pai_outcome", str, "change", "continuous outcome of the PAI",
+            choices=("change", "percent_change")),
+        Key("pai_features", list[str], [],
+            "predictor columns of the per-arm models; empty: the clinical predictors"),
+        Key("pai_threshold", float, 3.0,
+            "a clinically meaningful advantage, in outcome units (e.g. 3 HAMD-17 points)"),
+        Key("lower_is_better", bool, True, "a lower outcome is a better one (a symptom change)"),
+        Key("pai_n_boot", int, 1000, "bootstrap resamples of the indicated-arm difference"),
+        Key("min_arm_size", int, 20, "arms smaller than this are flagged in a prominent warning"),
+    )),
     Table("report", "the HTML report", (
         Key("max_rows", int, 50, "rows of a table shown before it folds"),
+    )),
+    Table("realtime", "real-time neurofeedback: per-volume realignment, ROI signals, feedback", (
+        Key("reference", str, "first",
+            'volume every other is realigned to: "first" (the run\'s first volume) or a NIfTI path'),
+        Key("realign", bool, True, "realign each volume to the reference (six rigid parameters)"),
+        Key("downsample", bool, True, "start the realignment on a 2x downsampled volume"),
+        Key("max_iterations", int, 12, "Gauss-Newton iterations of the realignment, per resolution"),
+        Key("fd_radius_mm", float, 50.0, "head radius (mm) of framewise displacement (Power et al. 2012)"),
+        Key("drift_model", str, "cosine", "drift regressors of the cumulative GLM",
+            choices=("cosine", "polynomial", "none")),
+        Key("high_pass", float, 0.008, "high-pass cutoff (Hz) of the cosine drift model"),
+        Key("drift_order", int, 2, "highest polynomial order of the polynomial drift model"),
+        Key("motion_regressors", bool, True, "the six realignment parameters as GLM nuisance regressors"),
+        Key("hrf_model", str, "glover", "haemodynamic response of the task regressors",
+            choices=("glover", "spm")),
+        Key("kalman", bool, True, "Kalman filter spike removal of the cleaned ROI signals (OpenNFT)"),
+        Key("kalman_threshold", float, 0.9,
+            "spike threshold of the Kalman filter, in SDs of the signal (Koush et al. 2012: 0.9)"),
+        Key("baseline", str, "last_block",
+            "baseline of the percent signal change: the most recent baseline block, or every "
+            "baseline volume so far", choices=("last_block", "all")),
+        Key("baseline_skip_s", float, 4.0,
+            "seconds at the start of each baseline block left out of the baseline (the previous "
+            "regulate block's haemodynamic response is still decaying)"),
+        Key("feedback", str, "roi", "feedback signal: one ROI's PSC, the difference of two ROIs' "
+            "PSC, or the correlation of two ROIs", choices=("roi", "difference", "connectivity")),
+        Key("feedback_rois", list[str], [],
+            "ROI names the feedback uses (one, or two for difference and connectivity); empty: "
+            "the first ROI(s) given"),
+        Key("feedback_min", float, 0.0, "signal value (PSC %, or r) shown as feedback 0"),
+        Key("feedback_max", float, 2.0, "signal value (PSC %, or r) shown as feedback 1; clipped beyond"),
+        Key("smoothing", float, 0.5,
+            "weight of the newest value in the exponential smoothing of the feedback (1: none)"),
+        Key("connectivity", str, "sliding", "correlation of connectivity feedback: sliding window or "
+            "exponentially weighted", choices=("sliding", "exponential")),
+        Key("window_s", float, 20.0,
+            "window (s) of connectivity feedback (exponential: the span of the weights)"),
+        Key("protocol", str, "continuous",
+            "feedback at every volume, or once at the end of each regulate block",
+            choices=("continuous", "intermittent")),
+        Key("trial_types", list[str], [],
+            "trial types allowed in the protocol besides baseline and regulate"),
+        Key("missing_after_s", float | None, None,
+            "a volume not complete this long (s) after the next is due is logged missing; unset: "
+            "the ingestion default"),
+        Key("roiset", str, "", "MNI ROI set of the library (literature, ...); empty: masks only"),
+        Key("regions", list[str], [], "regions of roiset used; empty: every region"),
+        Key("mni_to_native", str, "",
+            "text file with the 4x4 affine mapping MNI mm to the run's native mm (roiset ROIs)"),
+        Key("display", bool, False, "serve the feedback display in a browser"),
+        Key("port", int, 0, "port of the display (0: any free port)"),
+        Key("udp_out", str, "", "HOST:PORT to send each volume's record to over UDP; empty: none"),
+        Key("tcp_out", str, "", "HOST:PORT to send each volume's record to over TCP; empty: none"),
     )),
 )}
 

@@ -34,9 +34,11 @@ class Measure:
         The one name (config value, ``meas-`` entity, feature-key prefix, report label).
     label : str
         What it is, in words, for the report and the docs.
-    kind : {"relmat", "roi", "qc"}
+    kind : {"relmat", "roi", "qc", "state"}
         ``relmat``: a region × region matrix of a rest run (``*_meas-<name>_relmat.dense.tsv``);
-        ``roi``: one value per ROI and contrast of a task run; ``qc``: a run's QC metrics.
+        ``roi``: one value per ROI and contrast of a task run; ``qc``: a run's QC metrics;
+        ``state``: metrics of a group-fitted model of the runs (the ``dynamics`` analysis hands
+        them to the features table).
     compute : str
         ``"module:function"`` computing a ``relmat`` measure from a rest run's signals
         (:mod:`theramark.imaging.measures`); those are the measures ``[connectivity] measures``
@@ -59,6 +61,8 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
             "relmat", "theramark.imaging.measures:dfc_variability"),
     Measure("activation", "task GLM contrast estimate per ROI (beta units)", "roi"),
     Measure("psc", "task GLM contrast in percent signal change per ROI", "roi"),
+    Measure("dfcstates", "dynamic-FC state metrics of rest runs: fractional occupancy, dwell time "
+                         "(s), switching rate (states fitted on the whole study)", "state"),
 )}
 
 #: Measures of the participant level's ``[connectivity] measures`` (rest runs).
@@ -118,8 +122,15 @@ ANALYSES: tuple[Analysis, ...] = (
              "theramark.report.sections.scales:sections"),
     Analysis("clinical", "symptom change by arm", "theramark.group.clinical:run",
              "theramark.report.sections.clinical:sections"),
+    Analysis("dynamics", "dynamic-FC states", "theramark.dynamics.pipeline:run",
+             "theramark.report.sections.dynamics:sections"),
     Analysis("longitudinal", "imaging group statistics", "theramark.group.pipeline:run",
              "theramark.report.sections.group:sections"),
+    Analysis("precedence", "temporal precedence (cross-lagged panel models)",
+             "theramark.dynamics.pipeline:run_precedence",
+             "theramark.report.sections.dynamics:precedence_sections"),
+    Analysis("predict", "response prediction", "theramark.predict.pipeline:run",
+             "theramark.report.sections.predict:sections"),
     Analysis("psychosocial", "psychosocial analyses", "theramark.psychosocial.pipeline:run",
              "theramark.report.sections.psychosocial:sections"),
 )

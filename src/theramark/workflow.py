@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from theramark import __version__
+from theramark._dask import dask_client
 from theramark._io import write_json, write_text
 from theramark.config import load_config, section
 from theramark.context import GroupContext
@@ -77,9 +78,14 @@ def run_analysis(ctx: GroupContext, name: str) -> AnalysisResult:
 
 
 def run_group_level(
-    bids_dir: str | Path, out_dir: str | Path, config: dict | None = None, verbose: bool = True
+    bids_dir: str | Path, out_dir: str | Path, config: dict | None = None, verbose: bool = True,
+    scheduler: str | None = None,
 ) -> Path:
     """Run every group-level analysis of the registry, then build ``OUT_DIR/report.html``.
+
+    With ``scheduler`` (``tcp://host:port`` of a Dask distributed scheduler) the permutation tests
+    (max-T, NBS) spread their permutations over its workers; the results are the same as in one
+    process (:mod:`theramark.group.inference`).
 
     Each analysis writes its tables and a sidecar of the parameters it used under
     ``OUT_DIR/group/<analysis>/``; steps that could not run are listed in
@@ -98,6 +104,22 @@ def run_group_level(
             f"{out_dir}: no participant-level outputs ({RUNS_TABLE} is missing); run "
             f"'theramark run {bids_dir} {out_dir} participant' first")
     ctx = group_context(bids_dir, out_dir, config)
+    with dask_client(scheduler) as client:
+        ctx.client = client  # read by the analyses that permute (group/pipeline.py)
+        results = _run_analyses(ctx, verbose)
+    write_skipped(ctx.group_dir, results)
+    write_json(ctx.group_dir / "run.json", {
+        "title": section(config, "study")["title"],
+        "dataset": bids_dir.resolve().name,
+        "software": f"theramark {__version__}",
+        "generated": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "config": str(config.get("_path", {}).get("path", "")) or None,
+        "analyses": [a.name for a in ANALYSES],
+    })
+    return build_report(out_dir)
+
+
+def _run_analyses(ctx: GroupContext, verbose: bool) -> list[AnalysisResult]:
     results = []
     for analysis in ANALYSES:
         start = time.perf_counter()
@@ -109,16 +131,9 @@ def run_group_level(
             print(f"[group] {analysis.title} done in {time.perf_counter() - start:.1f} s"
                   + (f" ({len(result.skipped)} step(s) skipped: see group/skipped.tsv)"
                      if result.skipped else ""), flush=True)
-    write_skipped(ctx.group_dir, results)
-    write_json(ctx.group_dir / "run.json", {
-        "title": section(config, "study")["title"],
-        "dataset": bids_dir.resolve().name,
-        "software": f"theramark {__version__}",
-        "generated": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "config": str(config.get("_path", {}).get("path", "")) or None,
-        "analyses": [a.name for a in ANALYSES],
-    })
-    return build_report(out_dir)
+    return results
+
+
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -173,7 +188,7 @@ def _run(args: argparse.Namespace) -> int:
                   f"{Path(args.out_dir) / RUNS_TABLE}", file=sys.stderr)
             return 1
         return 0
-    report = run_group_level(args.bids_dir, args.out_dir, config)
+    report = run_group_level(args.bids_dir, args.out_dir, config, scheduler=args.scheduler)
     print(f"Report: {report.resolve()}")
     return 0
 
@@ -204,6 +219,17 @@ hypotheses = [
   "psc|mid|nacc_L:gain_anticipation-neutral_anticipation",
   "psc|mid|nacc_R:gain_anticipation-neutral_anticipation",
 ]
+
+[dynamics]
+# The simulator plants a thalamo-occipital connectivity state whose occupancy rises under CBT
+# (theramark.simulate.presets: state_occupancy_cbt); two states, and k = 2-4 compared.
+n_states = 2
+k_range = [2, 3, 4]
+
+[dynamics.precedence]
+# ... and an mfg_R-amygdala_R coupling that tracks the next session's HAMD-17 improvement.
+brain = "pearsoncorrelation|rest|amygdala_R__mfg_R"
+symptom = "hamd17"
 
 [scales]
 primary = "hamd17"
@@ -252,6 +278,21 @@ file = "ema"
 x = "social_contact"
 y = "positive_affect"
 moderator = "shaps"
+
+[predict]
+# Response prediction (theramark.predict.pipeline): does baseline sgACC-NAcc connectivity, which the
+# simulator plants, predict HAMD-17 response beyond the baseline score? 30 patients are far too few
+# for a usable model, and the report says so. Modest settings keep the demo fast; for a study keep
+# tune = true, n_repeats = 10 and use n_permutations >= 1000.
+enabled = true
+outcome = "response"
+imaging = ["pearsoncorrelation|rest|nacc_L__sgacc", "pearsoncorrelation|rest|nacc_R__sgacc"]
+clinical = ["baseline_total"]
+n_repeats = 2
+tune = false
+n_permutations = 40
+n_boot = 1000
+pai_n_boot = 500
 """
 
 
@@ -343,7 +384,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--config", type=Path, default=None, help="study.toml")
     run.add_argument("--n-jobs", type=int, default=None, help="parallel jobs (default: all cores)")
     run.add_argument("--scheduler", default=None,
-                     help="address of a Dask distributed scheduler (tcp://HOST:PORT)")
+                     help="address of a Dask distributed scheduler (tcp://HOST:PORT): participant runs, "
+                     "or the group level's permutations, run on its workers")
     run.set_defaults(func=_run)
 
     report = subparsers.add_parser(

@@ -11,7 +11,8 @@ import theramark
 from theramark.registry import ANALYSES, MEASURES, resolve
 
 PACKAGE = Path(theramark.__file__).parent
-ANALYSIS_PACKAGES = ("study", "imaging", "scales", "group", "psychosocial", "stats")
+ANALYSIS_PACKAGES = ("study", "imaging", "scales", "group", "psychosocial", "stats", "dynamics",
+                     "predict", "realtime")
 
 
 def _imports(path: Path) -> set[str]:

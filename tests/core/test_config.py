@@ -152,7 +152,7 @@ def test_defaults_keep_the_values_of_the_former_module_dicts():
     assert "baseline" not in defaults("scales") and "reference_group" not in defaults("longitudinal")
     assert "seed" not in defaults("psychosocial") and "site_column" not in defaults("harmonize")
     with pytest.raises(KeyError, match="no table"):
-        defaults("predict")
+        defaults("inference")
 
 
 def test_section_merges_nested_tables_and_mappings(tmp_path):

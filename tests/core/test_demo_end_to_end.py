@@ -23,6 +23,7 @@ def test_demo_writes_every_section_and_resumes(tmp_path: Path, capsys):
     for expected in ("Summary of findings", "Study", "Imaging quality control",
                      "Questionnaires and clinical outcomes", "Symptoms: therapy × time",
                      "Functional connectivity", "Task activation", "Imaging: therapy × time",
+                     "Brain dynamics: dynamic-FC states",
                      "Psychosocial pathways: mediation", "Psychosocial network",
                      "Methods and software"):
         assert expected in titles, titles

@@ -33,8 +33,14 @@ def _read_outputs(ctx) -> pd.DataFrame:
     from theramark.imaging.outputs import read_participant_outputs
 
     if isinstance(ctx.results.get("participant_outputs"), pd.DataFrame):
-        return ctx.results["participant_outputs"]
-    return read_participant_outputs(ctx.out_dir)
+        outputs = ctx.results["participant_outputs"]
+    else:
+        outputs = read_participant_outputs(ctx.out_dir)
+    # features of group-fitted models (the dynamics analysis's state metrics) join the table
+    states = ctx.results.get("state_features")
+    if isinstance(states, pd.DataFrame) and len(states):
+        outputs = pd.concat([outputs, states], ignore_index=True)
+    return outputs
 
 
 def _harmonize(wide: pd.DataFrame, sessions: pd.DataFrame, cfg: dict, baseline: str,
@@ -78,30 +84,44 @@ def _harmonize(wide: pd.DataFrame, sessions: pd.DataFrame, cfg: dict, baseline: 
                         ref_site=cfg["ref_site"] or None, categorical=[
                             c for c in covars if not pd.api.types.is_numeric_dtype(covars[c])])
     participants = meta["participant_id"].astype(str).to_numpy()
-    values = wide.to_numpy(float)
-    model.fit(values[fit_rows], sites.to_numpy()[fit_rows],
-              covars[fit_rows].reset_index(drop=True), participants[fit_rows])
-    # ComBat is an affine map per feature: fill gaps, transform, and restore the gaps
+    # one float64 copy of the table, harmonized in place (ComBat works in column blocks)
+    values = wide.to_numpy(dtype=float, copy=True)
+    missing = ~np.isfinite(values)
+    fit_values = values if fit_rows.all() else values[fit_rows]
+    model.fit(fit_values, sites.to_numpy()[fit_rows], covars[fit_rows].reset_index(drop=True),
+              participants[fit_rows])
+    del fit_values
     usable = covars.notna().all(axis=1).to_numpy() & sites.isin(model.sites_).to_numpy()
-    filled = np.where(np.isfinite(values), values, np.nanmean(values, axis=0))
-    out = values.copy()
-    out[usable] = model.transform(filled[usable], sites.to_numpy()[usable],
-                                  covars[usable].reset_index(drop=True), participants[usable])
-    out[~np.isfinite(values)] = np.nan
+    gaps = np.flatnonzero(missing.any(axis=0))
+    if gaps.size:
+        # ComBat is an affine map per feature: fill gaps, transform, and restore the gaps
+        means = np.nanmean(values[:, gaps], axis=0)
+        rows, columns = np.nonzero(missing[:, gaps])
+        values[rows, gaps[columns]] = means[columns]
+    if usable.all():
+        model.transform(values, sites.to_numpy(), covars.reset_index(drop=True), participants,
+                        out=values)
+    else:
+        values[usable] = model.transform(values[usable], sites.to_numpy()[usable],
+                                         covars[usable].reset_index(drop=True),
+                                         participants[usable])
+    values[missing] = np.nan
     info.update(applied=True, model=model_class.__name__, sites=list(model.sites_),
                 preserved=preserve, fit_on=cfg["fit_on"], n_fit_rows=int(fit_rows.sum()))
-    return pd.DataFrame(out, index=wide.index, columns=wide.columns), info
+    return pd.DataFrame(values, index=wide.index, columns=wide.columns, copy=False), info
 
 
 def _family_corrections(result: pd.DataFrame, model_table: pd.DataFrame, features: list[str],
                         cfg: dict, random_state: int,
-                        fdr_families: tuple[str, ...] = ("contrast", "measure")) -> pd.DataFrame:
+                        fdr_families: tuple[str, ...] = ("contrast", "measure"),
+                        client: Any = None) -> pd.DataFrame:
     """FDR within each ``fdr_families`` group (contrast × measure); max-T FWE on the change scores.
 
     The max-T family of an arm is every feature complete at baseline and endpoint; its statistic is
     the t of the arm-vs-reference difference in change (OLS on the change scores of those two
     arms' participants, ``change_covariates`` as Freedman–Lane nuisance), permuting participants.
-    Only the endpoint contrast gets an FWE p-value (intermediate sessions: FDR only).
+    Only the endpoint contrast gets an FWE p-value (intermediate sessions: FDR only). With a
+    Dask ``client`` the permutations run on its workers (same p-values).
     """
     from theramark.group.inference import fdr_bh, max_t_permutation
 
@@ -141,7 +161,7 @@ def _family_corrections(result: pd.DataFrame, model_table: pd.DataFrame, feature
         perm = max_t_permutation(
             data[:, cols], design, np.array([1.0, 0.0]), n_permutations=cfg["n_permutations"],
             nuisance=None if nuisance is None else nuisance.to_numpy(float),
-            random_state=random_state)
+            random_state=random_state, client=client, edge_chunk=cfg.get("chunk_edges") or None)
         names = np.asarray(features)[cols]
         # the max-T family is every complete feature of this arm's change-score contrast
         rows = (result["arm"] == label) & (result["session"].astype(str) == endpoint)
@@ -314,7 +334,9 @@ def run(ctx) -> AnalysisResult:
         covariates=cfg["covariates"], change_covariates=cfg["change_covariates"],
         method=cfg["method"], sessions=session_order, skip_inestimable=True,
     )
-    group_time = _family_corrections(group_time, model_table, keys, cfg, ctx.random_state)
+    client = getattr(ctx, "client", None)  # a Dask client: `theramark run ... group --scheduler`
+    group_time = _family_corrections(group_time, model_table, keys, cfg, ctx.random_state,
+                                     client=client)
     result.add("group_time", group_time)
     if cfg["hypotheses"]:
         result.add("hypotheses", confirmatory_family(group_time, model_table, keys, cfg,
@@ -356,7 +378,7 @@ def run(ctx) -> AnalysisResult:
         return result
     feature_change = change_scores(patients, keys, cfg["baseline"], cfg["endpoint"])
     _links(result, ctx, cfg, patients, feature_change)
-    _nbs(result, cfg, patients, feature_change, keys, ctx.random_state, nbs)
+    _nbs(result, cfg, patients, feature_change, keys, ctx.random_state, nbs, client)
     return result
 
 
@@ -408,7 +430,8 @@ def _links(result: AnalysisResult, ctx, cfg: dict, patients: pd.DataFrame,
 
 
 def _nbs(result: AnalysisResult, cfg: dict, patients: pd.DataFrame,
-         feature_change: pd.DataFrame, keys: list[str], random_state: int, nbs) -> None:
+         feature_change: pd.DataFrame, keys: list[str], random_state: int, nbs,
+         client: Any = None) -> None:
     """Network-based statistic on the change of ``nbs_measure``: each arm against the reference."""
     if not cfg["nbs_threshold"]:
         result.skip("network-based statistic", "[longitudinal] nbs_threshold = 0")
@@ -431,7 +454,7 @@ def _nbs(result: AnalysisResult, cfg: dict, patients: pd.DataFrame,
             result.skip(f"network-based statistic {label}", "fewer than 2 participants per arm")
             continue
         res = nbs(x, y, cfg["nbs_threshold"], n_permutations=cfg["n_permutations"],
-                  random_state=random_state)
+                  random_state=random_state, client=client)
         components.append(res.to_frame(nodes).assign(contrast=f"{label} - {reference}"))
         edges.append(res.edges_frame(nodes).assign(contrast=f"{label} - {reference}"))
     if components:

@@ -199,3 +199,91 @@ def group_mean_maps(out_dir: str | os.PathLike, stat: str = "effect") -> dict[st
             total += np.asanyarray(img.dataobj)
         maps[label] = nib.Nifti1Image((total / len(paths)).astype(np.float32), reference.affine)
     return maps
+
+
+def read_timeseries_index(out_dir: str | os.PathLike, tasks: Iterable[str] = ("rest",),
+                          roiset: str | None = None) -> pd.DataFrame:
+    """The ROI time-series files of the participant level, one row per run.
+
+    Parameters
+    ----------
+    out_dir : path
+        The participant-level derivatives root.
+    tasks : iterable of str
+        Task keys to list (``rest``; see :func:`read_participant_outputs` for task keys).
+    roiset : str, optional
+        The ``seg-`` label when the folder holds outputs of several ROI sets.
+
+    Returns
+    -------
+    DataFrame
+        ``participant_id, session, task, run, path, excluded`` (``excluded``: the run failed
+        QC, from its ``desc-qc_metrics`` file; False when that file is missing), sorted by
+        participant, session and run.
+    """
+    out_dir = Path(out_dir)
+    paths = _func_files(out_dir, "_timeseries.tsv")
+    rows = []
+    for path in paths:
+        ids = _identifiers(path)
+        if ids["task"] not in set(tasks):
+            continue
+        rows.append({**ids, "path": path})
+    table = pd.DataFrame(rows, columns=["participant_id", "session", "task", "run", "seg", "path"])
+    segs = set(table["seg"].dropna())
+    if roiset is None and len(segs) > 1:
+        raise BadInputError(f"{out_dir}: time series of several ROI sets ({', '.join(sorted(segs))}); "
+                            "choose one with roiset=")
+    if roiset is not None:
+        table = table[table["seg"] == roiset]
+    qc = read_qc_table(out_dir)
+    table["excluded"] = False
+    if len(qc) and "excluded" in qc:
+        keys = ["participant_id", "session", "task", "run"]
+        flags = qc[keys + ["excluded"]].copy()
+        flags["excluded"] = flags["excluded"].astype(str).str.lower().isin(["true", "1"])
+        lookup = {tuple(str(v) for v in row[:-1]): bool(row[-1])
+                  for row in flags.itertuples(index=False)}
+        table["excluded"] = [lookup.get(tuple(str(v) for v in row), False)
+                             for row in table[keys].itertuples(index=False)]
+    return (table.drop(columns="seg").sort_values(["participant_id", "session", "run"],
+                                                  na_position="first", kind="stable")
+            .reset_index(drop=True))
+
+
+def load_timeseries(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, object]]:
+    """One run's denoised ROI time series and what the group level needs to know of it.
+
+    Returns
+    -------
+    series : DataFrame, shape (n_volumes_kept, n_rois)
+        The sidecar's ``SampleMask`` volumes, ROI names as columns.
+    info : dict
+        ``repetition_time`` (s), ``sample_mask`` (0-based kept volumes), and
+        ``framewise_displacement`` (mm, one per kept volume, from the fMRIPrep confounds the run
+        was denoised with; None when that file is gone).
+    """
+    import json
+
+    path = Path(path)
+    series = read_tsv(path)
+    sidecar_path = path.with_name(path.name[: -len(".tsv")] + ".json")
+    sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.exists() else {}
+    t_r = sidecar.get("RepetitionTime")
+    if t_r is None:
+        raise BadInputError(f"{sidecar_path}: no RepetitionTime (the participant level writes it; "
+                            "rerun the participant level for this run)")
+    kept = np.asarray(sidecar.get("SampleMask", np.arange(len(series))), dtype=int)
+    if kept.size != len(series):
+        raise BadInputError(f"{path}: {len(series)} rows but the sidecar's SampleMask lists "
+                            f"{kept.size} volumes")
+    fd = None
+    confounds = (sidecar.get("Sources") or {}).get("confounds", {}).get("path")
+    if confounds and Path(confounds).exists():
+        column = read_tsv(confounds).get("framewise_displacement")
+        if column is not None:
+            values = pd.to_numeric(column, errors="coerce").to_numpy(float)
+            if kept.max(initial=-1) < values.size:
+                fd = np.nan_to_num(values[kept], nan=0.0)
+    return series.astype(float), {"repetition_time": float(t_r), "sample_mask": kept,
+                                  "framewise_displacement": fd}

@@ -683,16 +683,11 @@ def _run_joblib(runs, out, settings, resume, n_jobs) -> list[dict]:
 
 
 def _run_dask(runs, out, settings, resume, scheduler) -> list[dict]:
-    try:
-        from distributed import Client, as_completed
-    except ImportError:  # an optional extra: pip install 'theramark[dask]'
-        raise BadInputError("--scheduler needs Dask's distributed scheduler: pip install "
-                            "'theramark[dask]'") from None
-    try:
-        client = Client(scheduler, timeout="20s")
-    except OSError as exc:
-        raise BadInputError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from None
-    try:
+    from distributed import as_completed
+
+    from theramark._dask import dask_client
+
+    with dask_client(scheduler) as client:
         futures = [client.submit(_process_run_on_worker, run, str(out), settings, resume,
                                  pure=False,
                                  key=f"theramark-{run.prefix}-{time.time_ns()}")
@@ -700,11 +695,6 @@ def _run_dask(runs, out, settings, resume, scheduler) -> list[dict]:
         return [future.result() for future in progress(as_completed(futures),
                                                        desc="participant level (dask)",
                                                        total=len(futures), unit="run")]
-    finally:
-        # also on Ctrl-C or SIGTERM (theramark.cli.Terminated): closing the client releases its
-        # futures, so the scheduler drops this command's runs that have not started (finished
-        # ones keep their outputs); the workers belong to the cluster and stay up
-        client.close()
 
 
 def _worker_blas_threads() -> int:

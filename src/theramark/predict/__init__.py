@@ -14,8 +14,7 @@ The names below are imported on first use, so ``import theramark.predict`` stays
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from theramark._lazy import lazy_exports
 
 _EXPORTS = {
     "ComBatTransformer": "transformers",
@@ -42,14 +41,4 @@ _EXPORTS = {
     "pai_summary": "pai",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"theramark.predict.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'theramark.predict' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

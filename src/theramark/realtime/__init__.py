@@ -12,8 +12,7 @@ The names below are imported on first use, so ``import theramark.realtime`` stay
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from theramark._lazy import lazy_exports
 
 _EXPORTS = {
     "Volume": "volumes",
@@ -32,14 +31,4 @@ _EXPORTS = {
     "FeedbackSender": "display",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"theramark.realtime.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'theramark.realtime' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

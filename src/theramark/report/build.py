@@ -90,6 +90,21 @@ def summary_section(group_dir: Path) -> Section:
             for row in hits.itertuples():
                 items.append(f"Network-based statistic, {row.contrast}: a component of "
                              f"{row.n_edges} edges (FWE p {_p(row.p_fwe, True)}).")
+    predict = AnalysisFiles(group_dir, "predict")
+    primary_model = predict.summary.get("primary") if predict.exists else None
+    if primary_model:
+        metric = str(primary_model["metric"]).upper() if primary_model["metric"] == "auc" \
+            else "R²"
+        text = (f"Response prediction ({primary_model['model']}, {primary_model['feature_set']} "
+                f"predictors, n = {predict.summary.get('n')}): cross-validated {metric} "
+                f"{_fmt(primary_model['estimate'])} (95% CI {_fmt(primary_model['ci_low'])} to "
+                f"{_fmt(primary_model['ci_high'])}"
+                + (f", permutation p {_p(primary_model['p_value'], True)}"
+                   if "p_value" in primary_model else "") + ").")
+        if predict.summary.get("warnings"):
+            text += (" Read it with the warnings of “Response prediction and therapy selection”: "
+                     "the sample is small for a prediction model.")
+        items.append(text)
     skipped = group_dir / SKIPPED_TABLE
     if skipped.is_file():
         n = len(pd.read_csv(skipped, sep="\t"))
