@@ -105,11 +105,11 @@ def test_nbs_glm_on_a_cluster_equals_one_process(client):
 
 def test_group_level_scheduler_plumbing(client):
     """`theramark run ... group --scheduler ADDRESS` connects a client the analyses receive."""
-    from theramark.workflow import _dask_client
+    from theramark._dask import dask_client
 
-    with _dask_client(None) as none:
+    with dask_client(None) as none:
         assert none is None
-    with _dask_client(client.scheduler.address) as connected:
+    with dask_client(client.scheduler.address) as connected:
         assert len(connected.scheduler_info()["workers"]) == 2
         data, design, _ = _study(2, p=10)
         spread = max_t_permutation(data, design, [1, 0], n_permutations=50, random_state=1,

@@ -143,7 +143,9 @@ def _weighted_calibration(y: np.ndarray, prob: np.ndarray, W: np.ndarray,
     beta = np.tile([0.0, 1.0], (B, 1))
     X = np.column_stack([np.ones_like(lp), lp])
     for _ in range(max_iter):
-        mu = _expit(beta[:, :1] + beta[:, 1:] * lp)
+        # A resample with perfect separation sends beta to ±inf; such rows end as NaN below.
+        with np.errstate(invalid="ignore", over="ignore"):
+            mu = _expit(beta[:, :1] + beta[:, 1:] * lp)
         r = W * (y - mu)
         grad = r @ X
         v = W * mu * (1.0 - mu)
