@@ -6,11 +6,10 @@ totals) is far too small for a prediction model, and the report must say so plai
 from __future__ import annotations
 
 import json
-import shutil
 
 import pandas as pd
 
-from tests.conftest import shared_path
+from tests.acceptance.conftest import ds003007_with_config
 from theramark.cli import main
 
 
@@ -24,13 +23,7 @@ def _predict_block(text: str, replacements: dict[str, str]) -> str:
 
 
 def test_ds003007_bdi_response_from_baseline_scales(tmp_path):
-    source = shared_path("data/ds003007_prepost_treatment")
-    bids = tmp_path / "ds003007"
-    bids.mkdir()
-    for name in ("participants.tsv", "participants.json", "dataset_description.json"):
-        shutil.copy(source / name, bids / name)
-    config = tmp_path / "study.toml"
-    assert main(["config", "init", str(bids), "-o", str(config)]) == 0
+    bids, config = ds003007_with_config(tmp_path)
     text = config.read_text()
     assert "[predict]" in text and "enabled = false" in text.partition("[predict]")[2]
     config.write_text(_predict_block(text, {

@@ -10,13 +10,12 @@ init``'s output alone and report the arm × time results under its own labels.
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.conftest import shared_path
+from tests.acceptance.conftest import ds003007_with_config
 from theramark.cli import main
 
 
@@ -25,13 +24,7 @@ def _html(out: Path) -> str:
 
 
 def test_ds003007_clinical_data_from_config_init_to_report(tmp_path, capsys):
-    source = shared_path("data/ds003007_prepost_treatment")
-    bids = tmp_path / "ds003007"
-    bids.mkdir()
-    for name in ("participants.tsv", "participants.json", "dataset_description.json"):
-        shutil.copy(source / name, bids / name)
-    config = tmp_path / "study.toml"
-    assert main(["config", "init", str(bids), "-o", str(config)]) == 0
+    bids, config = ds003007_with_config(tmp_path)
     text = config.read_text()
     assert 'reference_group = "depr_no_treatment"' in text and 'bdi2 = "BDI"' in text
     out = tmp_path / "out"
