@@ -9,7 +9,7 @@ import json
 
 import pandas as pd
 
-from tests.acceptance.conftest import ds003007_with_config
+from tests.acceptance.setup_studies import ds003007_with_config
 from theramark.cli import main
 
 

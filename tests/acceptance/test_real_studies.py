@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.acceptance.conftest import ds003007_with_config
+from tests.acceptance.setup_studies import ds003007_with_config
 from theramark.cli import main
 
 
