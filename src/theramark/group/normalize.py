@@ -20,6 +20,7 @@ For every feature the healthy-control distribution (mean ``mu_c`` and SD ``sd_c`
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -158,7 +159,10 @@ def normalization(
         pre = np.where(paired, pre, np.nan)
         post = np.where(paired, post, np.nan)
         n = paired.sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
+        # A feature with fewer than two paired patients has no SD: its t and p are NaN, and n says
+        # why; numpy's warnings about empty slices would only repeat that.
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             mean_pre = np.nanmean(pre, axis=0)
             mean_post = np.nanmean(post, axis=0)
             dist_pre, dist_post = np.abs(mean_pre), np.abs(mean_post)
